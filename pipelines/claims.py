@@ -4,13 +4,14 @@ One command regenerates `reports/claims.md` (with `reports/claims/claims.json`, 
 collected `runs/`) from a clone of the repository:
 
     python pipelines/claims.py --params params/claims.yaml            # full plan (hours on 2 cores)
-    python pipelines/claims.py --params params/claims.yaml --quick    # the quick tier
+    python pipelines/claims.py --params params/claims.yaml --quick    # tier quick -> reports/claims-quick.md
     python pipelines/claims.py --params params/claims.yaml --dry-run  # plan, commands, estimated cost
 
 Each cell (dataset x seed x setting of params/claims.yaml) is `dvc exp run --temp -n <name> -S ...`
 on the default dvc.yaml/params.yaml, run one after another in the foreground; a cell whose
 experiment already exists on this commit is not rerun (use --force), so an interrupted run
-continues where it stopped. Run it from the repository root, with committed code (a temp
+continues where it stopped. After a later commit (say, the report itself), `--no-run --rev
+<commit>` collects the experiments made on that earlier commit again. Run it from the repository root, with committed code (a temp
 experiment sees only what git tracks) and the project's venv (`make install`).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 
 import yaml
 
+PAPER_TIER = "paper"               # the tier of the paper's own protocol: its report is linked from the others
 REPORT_KEYS = ("baseline_setting", "centres_setting", "faithful_setting", "confidence", "resamples",
                "bootstrap_seed", "alpha", "speedup_claim", "gain_claim_percent")
 
@@ -42,12 +45,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--dry-run", action="store_true", help="print the plan, its commands and cost; run nothing")
     mode.add_argument("--no-run", action="store_true", help="start no experiment: collect those that exist, report")
     mode.add_argument("--report-only", action="store_true", help="only re-render the report from --runs-dir")
+    parser.add_argument("--rev", metavar="COMMIT",
+                        help="with --no-run: collect the experiments made on this commit instead of HEAD (e.g. "
+                             "after committing the report, whose commit has no experiments of its own)")
     parser.add_argument("--force", action="store_true",
                         help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("reports/claims/runs"), help="collected cells")
-    parser.add_argument("--out", type=Path, default=Path("reports/claims.md"), help="the markdown report")
-    parser.add_argument("--out-dir", type=Path, default=Path("reports/claims"), help="claims.json and figures/")
-    return parser.parse_args(argv)
+    parser.add_argument("--runs-dir", type=Path, help="collected cells (default: <out-dir>/runs)")
+    parser.add_argument("--out", type=Path, help="the markdown report (default: reports/claims.md, and "
+                                                 "reports/claims-<tier>.md for a tier, so tiers never overwrite "
+                                                 "each other's report or runs)")
+    parser.add_argument("--out-dir", type=Path, help="claims.json and figures/ (default: the report's path "
+                                                     "without .md)")
+    args = parser.parse_args(argv)
+    stem = Path("reports") / ("claims" + (f"-{args.tier}" if args.tier else ""))
+    args.out = args.out or stem.with_suffix(".md")
+    args.out_dir = args.out_dir or stem
+    args.runs_dir = args.runs_dir or args.out_dir / "runs"
+    return args
 
 
 def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -134,14 +148,19 @@ def print_plan(cells: list, prefix: str, cost: dict[str, Any]) -> None:
           "run cache take seconds")
 
 
-def run_and_collect(cells: list, prefix: str, runs_dir: Path, force: bool, no_run: bool) -> tuple[list[str], str]:
-    """Run the cells that have no experiment yet, collect every finished one; (failed names, baseline)."""
+def run_and_collect(cells: list, prefix: str, runs_dir: Path, force: bool, no_run: bool,
+                    rev: str | None = None) -> tuple[list[str], str]:
+    """Run the cells that have no experiment yet, collect every finished one; (failed names, baseline).
+
+    The experiments are those made on `rev` (a commit; HEAD when None)."""
     from nhl.claims.dvcexp import collect_cell, experiment_refs, head_commit, run_cell, untracked_code
+    from nhl.claims.machine import describe_machine
 
     root = Path.cwd()
     if not (root / "dvc.yaml").is_file():
         raise FileNotFoundError("dvc.yaml not found: run from the repository root")
-    baseline = head_commit(root)
+    baseline = head_commit(root, rev or "HEAD")
+    machine = describe_machine()
     untracked = untracked_code(root)
     if untracked and not no_run:
         print(f"claims: warning: {len(untracked)} untracked file(s) under nhl/ or pipelines/ (e.g. {untracked[0]}) "
@@ -163,7 +182,7 @@ def run_and_collect(cells: list, prefix: str, runs_dir: Path, force: bool, no_ru
                 continue
         else:
             print(f"claims: [{i}/{len(cells)}] {name}: experiment exists ({existing[name][:10]}), collecting")
-        collect_cell(root, cell, name, existing[name], baseline, runs_dir)
+        collect_cell(root, cell, name, existing[name], baseline, runs_dir, machine)
     return failed, baseline
 
 
@@ -174,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
         experiment, cells, report, cost = load_plan(args.params, args.tier)
         chosen = [c for c in cells if fnmatch.fnmatch(c.cell_id, args.cells)] if args.cells else cells
+        if args.rev and not args.no_run:
+            raise ValueError("--rev: only with --no-run (new experiments always branch from HEAD)")
         if not chosen:
             raise ValueError(f"--cells {args.cells!r}: matches no cell of the plan")
         prefix = str(experiment.get("prefix", "claims"))
@@ -183,13 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         spec = claims_spec(experiment, cells, report, code_lengths(cells))
         failed, baseline = [], None
         if not args.report_only:        # the report covers the whole plan; --cells only limits what runs
-            failed, baseline = run_and_collect(chosen, prefix, args.runs_dir, args.force, args.no_run)
+            failed, baseline = run_and_collect(chosen, prefix, args.runs_dir, args.force, args.no_run, args.rev)
         command = f"python pipelines/claims.py --params {args.params}" + (f" --tier {args.tier}" if args.tier else "")
         settings = {name: (body or {}).get("overrides") or {} for name, body in experiment["settings"].items()
                     if name in spec.models}
         header = {"command": command, "baseline_rev": baseline, "tier": args.tier, "settings": settings,
                   "common": {k: v for k, v in cells[0].overrides.items() if k in (experiment.get("common") or {})},
                   "failed": failed}
+        paper = Path("reports") / f"claims-{PAPER_TIER}.md"
+        if args.tier != PAPER_TIER and paper.is_file():
+            header["paper_report"] = Path(os.path.relpath(paper, args.out.parent)).as_posix()
         claims = build_claims(args.runs_dir, spec, [c.cell_id for c in cells], {c.cell_id: c.digest for c in cells},
                               header)
         if baseline is None:      # --report-only: the commit the collected experiments branched from

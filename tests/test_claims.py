@@ -20,7 +20,7 @@ import yaml
 from scipy.stats import binomtest
 
 from nhl.claims import ClaimsReport, build_claims, write_claims
-from nhl.claims.dvcexp import check_comparison, collect_cell, experiment_refs
+from nhl.claims.dvcexp import check_comparison, collect_cell, experiment_refs, head_commit
 from nhl.claims.plan import Cell, hydra_value, merge_tier, plan_cells
 from nhl.claims.runs import locked_md5, read_cell, records_from_comparison, write_cell
 from nhl.claims.stats import bootstrap_mean_ci, mean_std, sign_test, summarise
@@ -204,7 +204,8 @@ def _write_runs(runs: Path, digests: dict[str, str] | None = None) -> list[str]:
             meta = {"cell_id": f"toy-s{seed}-{setting}", "dataset": "toy", "seed": seed, "setting": setting,
                     "experiment": f"claims-toy-s{seed}-{setting}-abcd0123", "rev": f"{seed}{setting}".ljust(40, "0"),
                     "baseline_rev": "f" * 40, "digest": (digests or {}).get(f"toy-s{seed}-{setting}", "abcd0123"),
-                    "models_expected": len(losses) * len(variants)}
+                    "models_expected": len(losses) * len(variants),
+                    "machine": "2 CPU cores (Toy CPU), no CUDA GPU" if seed < 2 else None}
             write_cell(runs, meta, records, {"dvc.lock": "schema: '2.0'\n"})
             ids.append(meta["cell_id"])
     return ids
@@ -294,6 +295,24 @@ def test_markdown_shows_missing_cells_and_provenance(report, tmp_path):
     assert saved["verdicts"] == report["verdicts"]
 
 
+def test_markdown_names_the_machine_and_the_paper_protocol(report, tmp_path):
+    from nhl.claims.markdown import PAPER_COMMANDS, render
+
+    text = render(report)
+    assert "| machine | 2 CPU cores (Toy CPU), no CUDA GPU |" in text        # seed-2 cells: none recorded
+    paper = text[text.index("## The paper's protocol"):text.index("## Provenance")]
+    assert "Not run for this report" in paper and "had no GPU" in paper
+    assert all(command in paper for command in PAPER_COMMANDS) and "Its last report" not in paper
+    gpu = json.loads(json.dumps(report))
+    for cell in gpu["cells"]:
+        cell["machine"] = "16 CPU cores, GPU NVIDIA H100; torch 2.14.1"
+    gpu["header"]["paper_report"] = "claims-paper.md"
+    paper = render(gpu)[render(gpu).index("## The paper's protocol"):]
+    assert "not part of this plan" in paper and "[claims-paper.md](claims-paper.md)" in paper
+    gpu["spec"]["datasets"] = ["cifar10"]
+    assert "The cifar10 section above is the paper's protocol" in render(gpu)
+
+
 def test_write_is_atomic(report, tmp_path, monkeypatch):
     out = tmp_path / "reports"
     paths = write_claims(ClaimsReport(report), out / "claims.md", out / "claims")
@@ -378,11 +397,15 @@ def test_collect_cell_from_an_experiment_commit(tmp_path):
     name = cell.experiment_name("claims")
     _git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}", rev)
     assert experiment_refs(repo, baseline) == {name: rev}
+    assert head_commit(repo) == rev and head_commit(repo, baseline[:8]) == baseline     # --rev resolves the same
+    with pytest.raises(ValueError, match="git rev-parse --verify"):
+        head_commit(repo, "no-such-commit")
     assert locked_md5((repo / "dvc.lock").read_text())["models/csq-nhl-full.pt"] == "m1"
 
-    folder = collect_cell(repo, cell, name, rev, baseline, tmp_path / "runs")
+    folder = collect_cell(repo, cell, name, rev, baseline, tmp_path / "runs", machine="2 CPU cores, no CUDA GPU")
     collected = read_cell(folder)
     assert collected.meta["experiment"] == name and collected.meta["models_found"] == 2
+    assert collected.meta["machine"] == "2 CPU cores, no CUDA GPU"
     full = collected.results["csq-nhl-full"]
     assert full.bits[32]["map"] == pytest.approx(_map("default", "csq", "nhl-full", 1, 32))
     assert full.mlflow_run_id == "run-default-1-csq-nhl-full"
@@ -432,3 +455,18 @@ def test_driver_report_only(tmp_path, capsys):
     assert "toy: does not: The corrected weighting" in out and f"{3 * 21 - len(MISSING)} of 63 models" in out
     text = (tmp_path / "out" / "claims.md").read_text()
     assert "`" + "f" * 40 + "`" in text and "note:" not in text       # baseline commit from the cells; none left out
+
+
+def test_driver_paths_per_tier_and_rev_rule(tmp_path, capsys):
+    driver = _driver()
+    full, quick = driver.parse_args([]), driver.parse_args(["--quick"])
+    assert (full.out, full.out_dir, full.runs_dir) == (Path("reports/claims.md"), Path("reports/claims"),
+                                                       Path("reports/claims/runs"))
+    assert (quick.out, quick.out_dir, quick.runs_dir) == (Path("reports/claims-quick.md"),
+                                                          Path("reports/claims-quick"),
+                                                          Path("reports/claims-quick/runs"))
+    mine = driver.parse_args(["--tier", "paper", "--out-dir", str(tmp_path / "x")])
+    assert mine.out == Path("reports/claims-paper.md") and mine.runs_dir == tmp_path / "x" / "runs"
+    assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--rev", "HEAD~1"]) == 2
+    assert capsys.readouterr().err.strip() == "claims: error: --rev: only with --no-run (new experiments always " \
+                                              "branch from HEAD)"

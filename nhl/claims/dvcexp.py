@@ -34,9 +34,9 @@ def git(root: str | os.PathLike, *args: str, check: bool = True) -> subprocess.C
     return done
 
 
-def head_commit(root: str | os.PathLike) -> str:
-    """The commit the experiments branch from (DVC's baseline)."""
-    return git(root, "rev-parse", "HEAD").stdout.strip()
+def head_commit(root: str | os.PathLike, rev: str = "HEAD") -> str:
+    """The full hash of `rev`: the commit experiments branch from (DVC's baseline) or were made on."""
+    return git(root, "rev-parse", "--verify", f"{rev}^{{commit}}").stdout.strip()
 
 
 def experiment_refs(root: str | os.PathLike, baseline: str) -> dict[str, str]:
@@ -117,8 +117,12 @@ def check_comparison(data: dict[str, Any], cell: Cell, name: str) -> None:
 
 
 def collect_cell(root: str | os.PathLike, cell: Cell, name: str, rev: str, baseline: str,
-                 runs_dir: str | os.PathLike) -> Path:
-    """Copy one finished experiment's results into `<runs_dir>/<cell_id>/` (see nhl.claims.runs)."""
+                 runs_dir: str | os.PathLike, machine: str | None = None) -> Path:
+    """Copy one finished experiment's results into `<runs_dir>/<cell_id>/` (see nhl.claims.runs).
+
+    `machine` names where the experiment ran (`nhl.claims.machine.describe_machine()`; DVC
+    experiments are local, so the collecting machine is the one that ran them).
+    """
     comparison = show(root, rev, COMPARISON)
     lock = show(root, rev, "dvc.lock")
     params = show(root, rev, "params.yaml")
@@ -142,5 +146,5 @@ def collect_cell(root: str | os.PathLike, cell: Cell, name: str, rev: str, basel
     meta = {"cell_id": cell.cell_id, "dataset": cell.dataset, "seed": cell.seed, "setting": cell.setting,
             "losses": list(cell.losses), "variants": list(cell.variants), "experiment": name, "rev": rev,
             "baseline_rev": baseline, "digest": cell.digest, "overrides": cell.overrides,
-            "models_expected": len(cell.model_ids), "models_found": len(records)}
+            "models_expected": len(cell.model_ids), "models_found": len(records), "machine": machine}
     return write_cell(runs_dir, meta, records, {"dvc.lock": lock, "params.yaml": params})

@@ -13,6 +13,9 @@ from typing import Any
 from nhl.claims.tables import BASELINE
 
 DASH = "—"
+PAPER_DATASET = "cifar10"
+PAPER_COMMANDS = ("cp params/cifar10.yaml params.yaml && git commit -qam 'claims: the paper protocol'",
+                  "python pipelines/claims.py --params params/claims.yaml --tier paper")
 TITLE = "# Do the NHL paper's claims hold? (claims experiment)"
 
 
@@ -67,6 +70,7 @@ def _header(data: dict[str, Any]) -> list[str]:
                      + (f" ({switch})" if switch else "")])
     if head.get("common"):
         rows.append(["every model", ", ".join(f"{k}={json.dumps(v)}" for k, v in head["common"].items())])
+    rows.append(["machine", "; ".join(machines(data)) or "not recorded (cells collected without it)"])
     lines += ["", *_table(["", ""], rows, 2)]
     lines += ["", "How to read: Δ = a model minus the separately trained model of the same length and seed "
               "(`baseline-<k>` of the baseline setting), in points of mAP@ALL (1 point = 0.01). A model's "
@@ -78,6 +82,35 @@ def _header(data: dict[str, Any]) -> list[str]:
               f"p < {spec['alpha']}; does not = no gain at all; partly = between)."]
     for note in data.get("notes") or []:
         lines += [f"- note: {note}"]
+    return lines
+
+
+def machines(data: dict[str, Any]) -> list[str]:
+    """The distinct machines the collected cells ran on (as recorded at collection)."""
+    return list(dict.fromkeys(c["machine"] for c in data["cells"] if c.get("machine")))
+
+
+def _paper_protocol(data: dict[str, Any]) -> list[str]:
+    """Where the paper's own protocol (CIFAR-10, ResNet-50, GPU) stands in this report."""
+    lines = ["", "## The paper's protocol (CIFAR-10, ResNet-50)", ""]
+    ran = machines(data)
+    if PAPER_DATASET in data["spec"]["datasets"]:
+        return lines + [f"The {PAPER_DATASET} section above is the paper's protocol (`params/cifar10.yaml`), run on: "
+                        f"{'; '.join(ran) or 'not recorded'}."]
+    gpu = any("GPU " in m and "no CUDA GPU" not in m for m in ran)
+    why = ("it was not part of this plan" if gpu else
+           f"the machine{'s' if len(ran) > 1 else ''} that ran this report's cells "
+           f"({'; '.join(ran) or 'not recorded'}) had no GPU, and ImageNet-initialised ResNet-50 models at "
+           "224x224 for up to 100 epochs each are not feasible on CPU")
+    lines += [f"Not run for this report: {why}. `params/cifar10.yaml` holds the protocol (ResNet-50 with ImageNet "
+              "weights, Adam lr 1e-5, batch 64; per class 100 query / 450 train / 50 val; the other 54,000 "
+              "images are the database; mAP@ALL). On a GPU machine with the CIFAR-10 python batches in "
+              "`data/external/cifar-10-batches-py/` and torchvision's ResNet-50 weights in the torch hub cache "
+              "(nhl never downloads), these commands train CSQ and DSH baselines and nested models "
+              "(tier `paper` of `params/claims.yaml`) and write `reports/claims-paper.md`:", "",
+              "```bash", *PAPER_COMMANDS, "```"]
+    if data["header"].get("paper_report"):
+        lines += ["", f"Its last report: [{data['header']['paper_report']}]({data['header']['paper_report']})."]
     return lines
 
 
@@ -188,5 +221,6 @@ def render(data: dict[str, Any]) -> str:
         lines += _comparisons(dataset, section)
         lines += _cost(dataset, section)
         lines += _figures(dataset, data.get("figures") or {})
+    lines += _paper_protocol(data)
     lines += _provenance(data)
     return "\n".join(lines).rstrip() + "\n"

@@ -3,7 +3,7 @@
 - `<dataset>-map.png`: mAP vs code length per loss, mean ± std over seeds, baselines vs nested models;
 - `<dataset>-delta.png`: mean Δ vs the baselines with its 95% bootstrap interval, per model and loss;
 - `<dataset>-time.png`: training seconds, the baselines' total vs each nested model, per loss.
-A figure with nothing to draw is not written. Figure helpers come from the comparison report.
+A figure with nothing to draw is not written. The figure helpers are the comparison report's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nhl.claims.tables import BASELINE
-from nhl.report.plots import _bits_axis, _figure
+from nhl.report.plots import bits_axis, new_figure
 
 
 def _style(i: int, baseline: bool) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def map_figure(path: Path, dataset: str, section: dict[str, Any], lengths: list[
         return False
     cols = min(3, len(losses))
     rows_n = -(-len(losses) // cols)
-    fig = _figure(4.4 * cols, 3.6 * rows_n)
+    fig = new_figure(4.4 * cols, 3.6 * rows_n)
     axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
     for ax, loss in zip(axes, losses):
         for i, row in enumerate(section["losses"][loss]["rows"]):
@@ -40,7 +40,7 @@ def map_figure(path: Path, dataset: str, section: dict[str, Any], lengths: list[
             err = [row["cells"][str(k)]["std"] or 0.0 for k in xs]
             ax.errorbar(xs, ys, yerr=err, capsize=2, markersize=4, label=row["label"],
                         **_style(i, row["variant"] == BASELINE))
-        _bits_axis(ax, lengths)
+        bits_axis(ax, lengths)
         ax.set_ylabel("mAP@ALL")
         ax.set_title(f"{dataset}: {loss}")
         ax.grid(alpha=0.3)
@@ -55,7 +55,7 @@ def delta_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
     pooled = [r for r in section["pooled"] if r["points"]["mean"] is not None]
     if not pooled:
         return False
-    fig = _figure(7.0, 0.45 * len(pooled) + 1.6)
+    fig = new_figure(7.0, 0.45 * len(pooled) + 1.6)
     ax = fig.add_subplot()
     per_loss = {(row["setting"], row["variant"]): {loss: r["vs_baseline"] for loss, body in section["losses"].items()
                                                    for r in body["rows"]
@@ -89,7 +89,7 @@ def time_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
     variants = list(dict.fromkeys(v for loss in losses for v in section["losses"][loss]["cost"]["variants"]))
     names = ["baselines (sum)", *variants]
     width = 0.8 / len(names)
-    fig = _figure(max(6.4, 1.3 * len(losses) * len(names) / 3), 4.2)
+    fig = new_figure(max(6.4, 1.3 * len(losses) * len(names) / 3), 4.2)
     ax = fig.add_subplot()
     for j, name in enumerate(names):
         xs, ys, errs = [], [], []

@@ -18,7 +18,8 @@ _BASE_STYLE = {"color": "black", "marker": "o", "linestyle": "-", "linewidth": 2
 _BASE_LABEL = "baselines (one model per length)"
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A pyplot-free matplotlib Figure (Agg, safe in worker processes) with the reports' DPI and layout."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -31,7 +32,8 @@ def _style(variants: list[str], name: str) -> dict[str, Any]:
     return {"color": f"C{i % 10}", "marker": _MARKERS[i % len(_MARKERS)], "linestyle": "--", "linewidth": 1.5}
 
 
-def _bits_axis(ax, lengths: list[int]) -> None:
+def bits_axis(ax, lengths: list[int]) -> None:
+    """Code lengths on a log2 x axis, one tick per length."""
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(k) for k in lengths])
     ax.minorticks_off()
@@ -43,14 +45,14 @@ def map_vs_bits(path: Path, loss: str, section: dict[str, Any], label: str) -> b
     curves = map_curves(section)
     if not curves:
         return False
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     for name in [BASELINE, *section["variants"]]:
         if name in curves:
             xs = sorted(curves[name])
             ax.plot(xs, [curves[name][k] for k in xs], label=_BASE_LABEL if name == BASELINE else name,
                     **_style(section["variants"], name))
-    _bits_axis(ax, section["lengths"])
+    bits_axis(ax, section["lengths"])
     ax.set_ylabel(label)
     ax.set_title(f"{loss}: {label} vs code length")
     ax.grid(alpha=0.3)
@@ -66,7 +68,7 @@ def train_time(path: Path, loss: str, section: dict[str, Any]) -> bool:
     variants = list(cost["variants"].values())
     if not present and not any(r["present"] and r["train_seconds"] is not None for r in variants):
         return False
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     bottom = 0.0
     for i, row in enumerate(present):
@@ -111,7 +113,7 @@ def pr_curves(path: Path, loss: str, section: dict[str, Any],
                 panels.setdefault(bits, []).append((variant, curve))
     if not panels:
         return False
-    fig = _figure(4.6 * len(panels), 4.2)
+    fig = new_figure(4.6 * len(panels), 4.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, bits in zip(axes, sorted(panels)):
         for name, curve in panels[bits]:
@@ -142,7 +144,7 @@ def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
     from matplotlib.ticker import MaxNLocator
 
     models = {row["variant"]: row for row in section["cost"]["variants"].values()}
-    fig = _figure(4.6 * len(panels), 3.8)
+    fig = new_figure(4.6 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (variant, rows) in zip(axes, panels):
         lengths = models.get(variant, {}).get("lengths") or []
