@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 
-.PHONY: run test install install-dev clean
+.PHONY: run test claims install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ install-dev: $(DEV_STAMP)
 run: $(STAMP)
 	$(BIN)/dvc config core.analytics false --local
 	$(BIN)/dvc repro
+
+## claims: set up, then run the claims experiment of params/claims.yaml -> reports/claims.md (hours;
+## finished cells are reused). CLAIMS_ARGS passes options, e.g. CLAIMS_ARGS=--quick or CLAIMS_ARGS=--dry-run
+claims: $(STAMP)
+	$(BIN)/dvc config core.analytics false --local
+	$(BIN)/python pipelines/claims.py --params params/claims.yaml $(CLAIMS_ARGS)
 
 ## test: set up with the dev extra, then run the test suite
 test: $(DEV_STAMP)

@@ -24,7 +24,7 @@ from nhl.claims.dvcexp import check_comparison, collect_cell, experiment_refs, h
 from nhl.claims.plan import Cell, hydra_value, merge_tier, plan_cells
 from nhl.claims.runs import locked_md5, read_cell, records_from_comparison, write_cell
 from nhl.claims.stats import bootstrap_mean_ci, mean_std, sign_test, summarise
-from nhl.claims.tables import ClaimsSpec
+from nhl.claims.tables import ClaimsSpec, weak_baselines
 from nhl.claims.verdicts import DOES_NOT, HOLDS, NO_DATA, PARTLY, combine, quality_verdict, speed_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,6 +293,27 @@ def test_markdown_shows_missing_cells_and_provenance(report, tmp_path):
     assert sorted(p.name for p in paths["figures"].iterdir()) == ["toy-delta.png", "toy-map.png", "toy-time.png"]
     saved = json.loads(paths["json"].read_text())
     assert saved["verdicts"] == report["verdicts"]
+
+
+def test_weak_baselines_are_flagged_in_the_report(report):
+    from nhl.claims.markdown import render
+
+    def rows(*means):
+        base = {"variant": "baseline", "cells": {str(k): {"mean": m} for k, m in zip(LENGTHS, means)}}
+        nested = {"variant": "nhl-full", "cells": {str(k): {"mean": 0.99} for k in LENGTHS}}   # not a baseline
+        return [base, nested]
+
+    quality = {"csq": rows(0.80, 0.90, 0.92, None, 0.91), "dsh": rows(0.30, 0.33, 0.36, 0.35, 0.34),
+               "dpn": rows(0.50, 0.47, None, None, None), "new": [rows(None)[0]]}
+    weak = weak_baselines(quality)
+    assert weak == {"losses": {"dsh": 0.36}, "best_loss": "csq", "best_map": 0.92, "fraction": 0.5}  # 0.50 >= 0.46
+    assert weak_baselines({})["losses"] == {}
+    assert report["datasets"]["toy"]["weak_baselines"]["losses"] == {}          # toy losses are close
+    assert "Caution:" not in render(report)
+    flagged = json.loads(json.dumps(report))
+    flagged["datasets"]["toy"]["weak_baselines"] = weak
+    assert ("Caution: the separately trained models of dsh (0.360) reach less than 50% of the best loss's mAP "
+            "(csq: 0.920)") in render(flagged)
 
 
 def test_markdown_names_the_machine_and_the_paper_protocol(report, tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nhl.claims.runs import load_cells
-from nhl.claims.tables import BASELINE, FULL, ClaimsSpec, Index, Tables
+from nhl.claims.tables import BASELINE, FULL, ClaimsSpec, Index, Tables, weak_baselines
 from nhl.claims.verdicts import dataset_claims
 
 SCHEMA_VERSION = 1
@@ -54,6 +54,7 @@ def _dataset_section(tables: Tables, spec: ClaimsSpec, dataset: str) -> dict[str
                           for row in quality[loss] if row["setting"] == base and row["variant"] == FULL],
         "full_per_length": full["per_length"] if full is not None else {},
         "provenance": tables.provenance(dataset),
+        "weak_baselines": weak_baselines({loss: quality[loss] for loss in spec.losses(base)}),
     }
     section["claims"] = dataset_claims(section, tables.speedups(dataset), spec)
     return section

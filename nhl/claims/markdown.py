@@ -120,6 +120,17 @@ def _verdicts(data: dict[str, Any]) -> list[str]:
     return ["", "## Verdicts", "", *_table(["claim", "source", "data", "verdict", "evidence"], rows, 5)]
 
 
+def _weak(section: dict[str, Any]) -> list[str]:
+    weak = section.get("weak_baselines") or {}
+    if not weak.get("losses"):
+        return []
+    names = ", ".join(f"{loss} ({value:.3f})" for loss, value in weak["losses"].items())
+    return ["", f"Caution: the separately trained models of {names} reach less than {weak['fraction']:.0%} of the "
+            f"best loss's mAP ({weak['best_loss']}: {weak['best_map']:.3f}) at their best length. They are still "
+            "learning at this budget (same epochs for every model), so their differences say little about the "
+            "method either way."]
+
+
 def _quality(dataset: str, section: dict[str, Any], lengths: list[int]) -> list[str]:
     lines = ["", f"### Retrieval quality on {dataset}: mAP@ALL, mean ± std over seeds (Δ in points)"]
     for loss, body in section["losses"].items():
@@ -216,7 +227,7 @@ def render(data: dict[str, Any]) -> str:
     lengths = data["spec"]["lengths"]
     lines = _header(data) + _verdicts(data)
     for dataset, section in data["datasets"].items():
-        lines += ["", f"## {dataset}"]
+        lines += ["", f"## {dataset}", *_weak(section)]
         lines += _quality(dataset, section, lengths)
         lines += _comparisons(dataset, section)
         lines += _cost(dataset, section)

@@ -106,6 +106,27 @@ class Index:
         return result.bits[bits]["map"]
 
 
+def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = 0.5) -> dict[str, Any]:
+    """Losses whose separately trained models stay far behind the dataset's best loss.
+
+    A loss is weak when its best baseline (mean over seeds, at any length) reaches less than
+    `fraction` of the best baseline of any loss: such models are still learning (e.g. a pairwise
+    loss from a randomly initialised network in a few epochs), so differences measured on them
+    say little about the method. `quality` is `{loss: quality_rows}`.
+    """
+    best = {}
+    for loss, rows in quality.items():
+        values = [c["mean"] for row in rows if row["variant"] == BASELINE for c in row["cells"].values()
+                  if c["mean"] is not None]
+        if values:
+            best[loss] = max(values)
+    if not best:
+        return {"losses": {}, "best_loss": None, "best_map": None, "fraction": fraction}
+    top = max(best, key=best.get)
+    weak = {loss: value for loss, value in best.items() if value < fraction * best[top]}
+    return {"losses": weak, "best_loss": top, "best_map": best[top], "fraction": fraction}
+
+
 def _stat(values: list[float]) -> dict[str, Any]:
     mean, std = mean_std(values)
     return {"mean": mean, "std": std, "n": len(values)}

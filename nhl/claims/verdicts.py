@@ -108,6 +108,9 @@ def dataset_claims(section: dict[str, Any], speedups: list[float], spec: Any) ->
         for loss, v in per_loss.items():
             by_verdict.setdefault(v, []).append(loss)
         evidence = "; ".join(f"{v} for {', '.join(losses)}" for v, losses in by_verdict.items()) or "no data"
+        weak = list((section.get("weak_baselines") or {}).get("losses") or {})
+        if weak:
+            evidence += f" ({', '.join(weak)}: under-trained baselines, see the caution below)"
         claims.append(_claim("losses", "NHL is plug-and-play: nhl-full beats the baselines with every base loss",
                              "paper (title and abstract)", combine(per_loss.values()), evidence, per_loss=per_loss))
 
