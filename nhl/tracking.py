@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nhl.envvars import keep_environ, scoped_environ
+
 log = logging.getLogger(__name__)
 if log.level == logging.NOTSET:
     # Our one-line warnings must show even after `mlflow.pytorch` ran `logging.basicConfig(level=ERROR)`
@@ -77,36 +79,9 @@ def is_remote(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in ("http", "https")
 
 
-@contextlib.contextmanager
-def _keep_environ(*names: str) -> Iterator[None]:
-    """Undo changes to these environment variables made inside the block.
-
-    `mlflow.set_tracking_uri` and `mlflow.set_experiment` also export MLFLOW_TRACKING_URI and
-    MLFLOW_EXPERIMENT_ID; left set, the first project configured in a process would look like a
-    user override for every later one.
-    """
-    saved = {name: os.environ.get(name) for name in names}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block only (MLflow reads its settings at each call)."""
-    with _keep_environ(*values):
-        os.environ.update(values)
-        yield
-
-
 def _fail_fast(uri: str) -> contextlib.AbstractContextManager:
     """Within the block, MLflow HTTP calls to a server try once with a short timeout."""
-    return _environ(PROBE_ENV) if is_remote(uri) else contextlib.nullcontext()
+    return scoped_environ(PROBE_ENV) if is_remote(uri) else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -144,7 +119,7 @@ def _setup(project_root: str | os.PathLike | None, experiment: str) -> tuple[str
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(project_root)
-    with _keep_environ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"), _fail_fast(uri):
+    with keep_environ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"), _fail_fast(uri):
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
@@ -331,10 +306,10 @@ def load_logged_model(run_id: str, name: str = "model", project_root: str | os.P
     import mlflow
 
     flavor = _pytorch_flavor()
-    with _keep_environ("MLFLOW_TRACKING_URI"):
+    with keep_environ("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(tracking_uri(project_root))
     uri = run_id if ":/" in run_id else f"runs:/{run_id}/{name}"
-    with _environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+    with scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
         return flavor.load_model(uri, map_location=map_location)
 
 
@@ -434,7 +409,7 @@ class ModelRun:
             **self.tags,
         }
         # An inherited MLFLOW_RUN_ID would make start_run reopen that run for every model.
-        with _fail_fast(self.uri), _keep_environ("MLFLOW_RUN_ID"):
+        with _fail_fast(self.uri), keep_environ("MLFLOW_RUN_ID"):
             os.environ.pop("MLFLOW_RUN_ID", None)
             run = mlflow.start_run(experiment_id=experiment_id, run_name=self.model_id, tags=tags)
         self.run_id = run.info.run_id

@@ -203,12 +203,12 @@ def _artifact_json(client, run, path: str) -> dict | None:
     """A JSON artifact of a run, or None when it is absent or unreadable."""
     import tempfile
 
-    from nhl.tracking import _environ
+    from nhl.envvars import scoped_environ
 
     if run is None:
         return None
     try:
-        with tempfile.TemporaryDirectory() as tmp, _environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        with tempfile.TemporaryDirectory() as tmp, scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
             local = client.download_artifacts(run.info.run_id, path, tmp)
             with open(local, encoding="utf-8") as fh:
                 return json.load(fh)

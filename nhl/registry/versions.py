@@ -63,10 +63,11 @@ def registry_client(project_root: str | os.PathLike | None = None):
     """
     import mlflow
 
-    from nhl.tracking import _keep_environ, tracking_uri
+    from nhl.envvars import keep_environ
+    from nhl.tracking import tracking_uri
 
     uri = tracking_uri(project_root)
-    with _keep_environ("MLFLOW_TRACKING_URI"):
+    with keep_environ("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
 
