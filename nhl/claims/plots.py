@@ -61,19 +61,23 @@ def delta_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
                                                    for r in body["rows"]
                                                    if (r["setting"], r["variant"]) == (row["setting"], row["variant"])}
                 for row in pooled}
+    colour = {loss: f"C{j % 10}" for j, loss in enumerate(section["losses"])}      # one colour per loss, every row
+    labelled: set[str] = set()
     for y, row in enumerate(pooled):
         summary = row["points"]
         low = summary["ci_low"] if summary["ci_low"] is not None else summary["mean"]
         high = summary["ci_high"] if summary["ci_high"] is not None else summary["mean"]
         ax.errorbar([summary["mean"]], [y], xerr=[[summary["mean"] - low], [high - summary["mean"]]], fmt="o",
                     color="black", capsize=3, zorder=3)
-        for j, (loss, s) in enumerate(per_loss[(row["setting"], row["variant"])].items()):
+        for loss, s in per_loss[(row["setting"], row["variant"])].items():
             if s["mean"] is not None:
-                ax.scatter([s["mean"]], [y + 0.18], s=14, color=f"C{j % 10}", label=loss if y == 0 else None, zorder=2)
+                ax.scatter([s["mean"]], [y + 0.18], s=14, color=colour[loss], zorder=2,
+                           label=None if loss in labelled else loss)
+                labelled.add(loss)
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(pooled)), [r["label"] for r in pooled], fontsize="small")
     ax.set_ylim(len(pooled) - 0.5, -0.5)          # first row on top
-    ax.set_xlabel("Δ mAP vs separately trained models (points): pooled mean and 95% CI (black), per loss (dots)")
+    ax.set_xlabel("Δ mAP vs separately trained models (points)\npooled mean and 95% CI (black), per loss (dots)")
     ax.set_title(f"{dataset}: nested models vs fixed-length baselines")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="x-small", loc="best")
