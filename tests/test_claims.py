@@ -273,8 +273,12 @@ def test_comparisons_cost_and_verdicts(report):
     assert cost["variants"]["nhl-A"]["epoch_overhead_percent"]["mean"] == pytest.approx(10.0)
     assert section["losses"]["dsh"]["cost"]["baselines"]["seeds_complete"] == [0, 1]
     verdicts = {c["id"]: c["verdict"] for c in section["claims"]}
-    assert verdicts == {"time": PARTLY, "gain": HOLDS, "losses": PARTLY, "lengths": PARTLY, "A": HOLDS, "D": HOLDS,
-                        "centres:nhl-full": HOLDS, "faithful:nhl-full": DOES_NOT}
+    assert verdicts == {"time": PARTLY, "gain": HOLDS, "gain:prefix": HOLDS, "losses": PARTLY, "lengths": PARTLY,
+                        "A": HOLDS, "D": HOLDS, "centres:nhl-full": HOLDS, "faithful:nhl-full": DOES_NOT}
+    prefix_gain = next(c for c in section["claims"] if c["id"] == "gain:prefix")["numbers"]["points"]
+    pairs = _pairs(("prefix", "nhl-full"), ("default", "base"), ["csq"])
+    assert prefix_gain["n"] == len(pairs) == 15
+    assert prefix_gain["mean"] == pytest.approx(np.mean([100 * (a - b) for a, b in pairs])) == pytest.approx(6.0)
     per_loss = next(c for c in section["claims"] if c["id"] == "losses")["numbers"]["per_loss"]
     assert per_loss == {"csq": HOLDS, "dsh": PARTLY}
     assert report["models"]["expected"] == 3 * (2 * 9 + 1 + 2) and report["models"]["found"] == 3 * 21 - len(MISSING)
