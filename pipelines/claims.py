@@ -11,8 +11,9 @@ Each cell (dataset x seed x setting of params/claims.yaml) is `dvc exp run --tem
 on the default dvc.yaml/params.yaml, run one after another in the foreground; a cell whose
 experiment already exists on this commit is not rerun (use --force), so an interrupted run
 continues where it stopped. After a later commit (say, the report itself), `--no-run --rev
-<commit>` collects the experiments made on that earlier commit again. Run it from the repository root, with committed code (a temp
-experiment sees only what git tracks) and the project's venv (`make install`).
+<commit>` collects the experiments made on that earlier commit again. Run it from the repository
+root, with committed code (a temp experiment sees only what git tracks) and the project's venv
+(`make install`).
 """
 
 from __future__ import annotations
@@ -57,11 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, help="claims.json and figures/ (default: the report's path "
                                                      "without .md)")
     args = parser.parse_args(argv)
-    stem = Path("reports") / ("claims" + (f"-{args.tier}" if args.tier else ""))
+    stem = report_stem(args.tier)
     args.out = args.out or stem.with_suffix(".md")
     args.out_dir = args.out_dir or stem
     args.runs_dir = args.runs_dir or args.out_dir / "runs"
     return args
+
+
+def report_stem(tier: str | None) -> Path:
+    """`reports/claims`, or `reports/claims-<tier>` for a tier: the report is `<stem>.md`, its data `<stem>/`."""
+    return Path("reports") / ("claims" + (f"-{tier}" if tier else ""))
 
 
 def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         header = {"command": command, "baseline_rev": baseline, "tier": args.tier, "settings": settings,
                   "common": {k: v for k, v in cells[0].overrides.items() if k in (experiment.get("common") or {})},
                   "failed": failed}
-        paper = Path("reports") / f"claims-{PAPER_TIER}.md"
+        paper = report_stem(PAPER_TIER).with_suffix(".md")
         if args.tier != PAPER_TIER and paper.is_file():
             header["paper_report"] = Path(os.path.relpath(paper, args.out.parent)).as_posix()
         claims = build_claims(args.runs_dir, spec, [c.cell_id for c in cells], {c.cell_id: c.digest for c in cells},

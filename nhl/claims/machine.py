@@ -11,6 +11,8 @@ import os
 import platform
 from pathlib import Path
 
+NO_GPU = "no CUDA GPU"          # the description's words for a machine without one (the report tests for them)
+
 
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
     """The CPU's model name (Linux `/proc/cpuinfo`, else `platform.processor()`); None if unknown."""
@@ -60,5 +62,5 @@ def describe_machine() -> str:
     if (ram := memory_gib()) is not None:
         parts.append(f"{ram:.1f} GiB RAM")
     gpus = gpu_names()
-    parts.append(", ".join(f"GPU {name}" for name in gpus) if gpus else "no CUDA GPU")
+    parts.append(", ".join(f"GPU {name}" for name in gpus) if gpus else NO_GPU)
     return ", ".join(parts) + f"; torch {torch.__version__}, {platform.system()} {platform.machine()}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nhl.claims.machine import NO_GPU
 from nhl.claims.tables import BASELINE
 
 DASH = "—"
@@ -97,7 +98,7 @@ def _paper_protocol(data: dict[str, Any]) -> list[str]:
     if PAPER_DATASET in data["spec"]["datasets"]:
         return lines + [f"The {PAPER_DATASET} section above is the paper's protocol (`params/cifar10.yaml`), run on: "
                         f"{'; '.join(ran) or 'not recorded'}."]
-    gpu = any("GPU " in m and "no CUDA GPU" not in m for m in ran)
+    gpu = any(NO_GPU not in m for m in ran)
     why = ("it was not part of this plan" if gpu else
            f"the machine{'s' if len(ran) > 1 else ''} that ran this report's cells "
            f"({'; '.join(ran) or 'not recorded'}) had no GPU, and ImageNet-initialised ResNet-50 models at "
