@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "encode",
     "search",
+    "serve",
     "report",
     "promote",
     "audit",
