@@ -1,0 +1,85 @@
+"""The `nhl serve` page in a real browser (headless Chromium driven by selenium): load `/`, run a
+search, see k thumbnails, switch the code length and see the results change.
+
+The expected thumbnails are the API's own answer for the same query (the API is checked against
+brute force in test_api.py). A screenshot is saved (`NHL_SERVE_SCREENSHOT`, default a tmp path).
+Skipped when Chromium, chromedriver or selenium is missing (`.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import LiveServer
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
+        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_searches_and_switches_lengths(browser, served_model, digits_manifest_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from nhl.service.app import create_app
+    from nhl.service.engine import Engine, Source
+
+    engine = Engine(Source(spec=str(served_model), manifest=digits_manifest_dir, cache_dir=tmp_path / "cache"))
+    server = LiveServer(create_app(engine))
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(server.url + "/")
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "item")).options) > 0)
+        assert "csq-nhl-full" in browser.find_element(By.ID, "model").text
+        assert [o.text for o in Select(browser.find_element(By.ID, "bits")).options] == ["8", "16", "32"]
+        item = int(Select(browser.find_element(By.ID, "item")).first_selected_option.get_attribute("value"))
+        k = browser.find_element(By.ID, "k")
+        k.clear()
+        k.send_keys("12")
+
+        def shown(bits: int) -> list[tuple[int, int]]:
+            api = requests.get(f"{server.url}/search", params={"item": item, "bits": bits, "k": 12}).json()
+            expected = [(r["id"], r["distance"]) for r in api["results"]]
+            wait.until(lambda d: [(int(h.get_attribute("data-id")), int(h.get_attribute("data-distance")))
+                                  for h in d.find_elements(By.CSS_SELECTOR, "#results .hit")] == expected)
+            hits = browser.find_elements(By.CSS_SELECTOR, "#results .hit")
+            assert len(hits) == 12
+            wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
+                                                      h.find_element(By.TAG_NAME, "img")) for h in hits))
+            classes = [h.get_attribute("class").split() for h in hits]
+            assert [("relevant" in c) for c in classes] == [r["relevant"] for r in api["results"]]
+            return expected
+
+        assert Select(browser.find_element(By.ID, "bits")).first_selected_option.text == "32"
+        browser.find_element(By.ID, "go").click()
+        at32 = shown(32)
+        assert browser.find_element(By.ID, "lat-32").text not in ("", "–")
+        Select(browser.find_element(By.ID, "bits")).select_by_value("8")     # switching runs the search
+        at8 = shown(8)
+        assert at8 != at32
+        shot = Path(os.environ.get("NHL_SERVE_SCREENSHOT", tmp_path / "serve.png"))
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot))
+        print(f"screenshot: {shot}")
+    finally:
+        server.stop()
+        engine.close()
