@@ -3,9 +3,10 @@
 Reads `metrics/<model_id>.json`, `plots/pr/` and `plots/history/` for every model of params.yaml
 `models` (missing ones show as "—"), writes `reports/comparison.md`, `reports/comparison.json`,
 `reports/figures/*.png` and `plots/map_vs_bits.csv`, and logs one MLflow run (tag
-`nhl.kind=report`) carrying them as artifacts.
+`nhl.kind=report`) carrying them as artifacts. The retrieval grids (`report.examples`) encode a
+few seeded query items and the database with `models/<loss>-<variant>.pt`.
 
-    python pipelines/report.py --params params.yaml --metrics-dir metrics --plots-dir plots
+    python pipelines/report.py --params params.yaml --metrics-dir metrics --plots-dir plots --models-dir models
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (`report`, `models`)")
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"), help="the evaluate stage's metrics files")
     parser.add_argument("--plots-dir", type=Path, default=Path("plots"), help="holds pr/ and history/")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"),
+                        help="trained models, for the retrieval examples (default: %(default)s)")
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory (header)")
     parser.add_argument("--benchmark", type=Path, default=Path("reports/benchmarks/search.json"),
                         help="search benchmark results, used when present (default: %(default)s)")
@@ -50,6 +53,28 @@ def headline_metrics(data: dict) -> dict[str, float]:
     return metrics
 
 
+EXAMPLE_DEFAULTS = {"queries": 3, "topk": 10, "seed": 0, "variant": "nhl-full"}
+
+
+def retrieval_examples(args: argparse.Namespace, section: dict, models: dict):
+    """The retrieval grids' data (`report.examples`: queries, topk, seed, variant), or None when off."""
+    from nhl.report.retrieval import collect_examples
+
+    options = section.get("examples", {})
+    if options is None or options is False:
+        return None
+    if not isinstance(options, dict) or set(options) - set(EXAMPLE_DEFAULTS):
+        raise ValueError(f"{args.params}: report.examples: expected a mapping with keys {sorted(EXAMPLE_DEFAULTS)}, "
+                         f"got {options!r}")
+    options = {**EXAMPLE_DEFAULTS, **options}
+    for key in ("queries", "topk", "seed"):
+        if isinstance(options[key], bool) or not isinstance(options[key], int):
+            raise ValueError(f"{args.params}: report.examples.{key}: expected an integer, got {options[key]!r}")
+    return collect_examples(args.models_dir, args.manifest, models["losses"], models["variants"],
+                            nested=options["variant"], queries=options["queries"], seed=options["seed"],
+                            topk=options["topk"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -62,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.params}: models.{key}: expected a non-empty list")
         everything = yaml.safe_load(args.params.read_text()) or {}
         quoted = {name: everything[name] for name in HEADER_SECTIONS if isinstance(everything.get(name), dict)}
+        examples = retrieval_examples(args, section, models)
         report = build_report(args.metrics_dir, args.plots_dir, losses=models["losses"],
                               variants=models["variants"], tolerance=section.get("tolerance", 0.01),
-                              manifest=args.manifest, benchmark=args.benchmark, params=quoted)
+                              manifest=args.manifest, benchmark=args.benchmark, params=quoted,
+                              examples=examples)
         paths = write_report(report, args.out, map_csv=args.map_csv)
         if not args.no_track:
             from nhl.tracking import ModelRun

@@ -2,7 +2,9 @@
 
 `build_report` reads the evaluate stage's files (`metrics/<model_id>.json`, `plots/pr/`,
 `plots/history/`) and computes the tables (`tables`) and the code-length chooser (`chooser`);
-`write_report` draws the figures (`plots`), renders `comparison.md` (`markdown`) and writes it
+`collect_examples` (`retrieval`) encodes a few seeded query items and the database with each
+loss's nested model and baselines, for the retrieval grids; `write_report` draws the figures
+(`plots`, `retrieval`), renders `comparison.md` (`markdown`) and writes it
 with `comparison.json` (the same data, for later stages) and `map_vs_bits.csv` (for `dvc plots`).
 
 ```
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ class Report:
     data: dict[str, Any]
     pr: dict[str, Any]
     history: dict[str, Any]
+    thumbs: dict[int, Any] = field(default_factory=dict)    # item id -> thumbnail, for the retrieval grids
 
 
 def _common_topk(results: dict[str, Any]) -> int | None:
@@ -71,12 +74,13 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
                  losses: list[str] | None = None, variants: list[str] | None = None,
                  tolerance: float = 0.01, manifest: str | os.PathLike | None = None,
                  benchmark: str | os.PathLike | None = None,
-                 params: dict[str, Any] | None = None) -> Report:
+                 params: dict[str, Any] | None = None, examples: Any = None) -> Report:
     """Read and check every input and compute the report's data; writes nothing.
 
     `losses` x `variants` are the models expected (missing ones show as "—"); when either is
     None, both come from the metrics files found. `params` (sections of params.yaml) are
-    quoted in the header; `benchmark` is the search benchmark's JSON, used if it exists.
+    quoted in the header; `benchmark` is the search benchmark's JSON, used if it exists;
+    `examples` the retrieval examples (`retrieval.collect_examples`), drawn when given.
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
         raise ValueError(f"report.tolerance: expected an mAP difference in [0, 1), e.g. 0.01, got {tolerance!r}")
@@ -98,7 +102,9 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
         "chooser": chooser(sections, float(tolerance), read_benchmark(benchmark)),
         "figures": {},
     }
-    return Report(data=data, pr=pr, history=history)
+    if examples is not None:
+        data["retrieval"] = examples.data
+    return Report(data=data, pr=pr, history=history, thumbs=examples.thumbs if examples is not None else {})
 
 
 def write_report(report: Report, out_dir: str | os.PathLike = "reports",
@@ -111,10 +117,15 @@ def write_report(report: Report, out_dir: str | os.PathLike = "reports",
     from nhl import atomic
     from nhl.report.markdown import render
     from nhl.report.plots import render_figures
+    from nhl.report.retrieval import draw_retrieval
 
     out_dir = Path(out_dir)
     with atomic.directory(out_dir / FIGURES_DIR) as tmp:
         report.data["figures"] = render_figures(tmp, report.data, report.pr, report.history, prefix=FIGURES_DIR)
+        for loss, entry in report.data.get("retrieval", {}).get("losses", {}).items():
+            name = f"{loss}-retrieval.png"
+            if draw_retrieval(tmp / name, loss, entry, report.thumbs):
+                report.data["figures"].setdefault(loss, {})["retrieval"] = f"{FIGURES_DIR}/{name}"
         texts = {out_dir / MARKDOWN_NAME: render(report.data),
                  out_dir / JSON_NAME: json.dumps(report.data, indent=1) + "\n"}
         if map_csv is not None:

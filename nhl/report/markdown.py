@@ -114,12 +114,14 @@ def _figure(figures: dict[str, str], key: str, alt: str, missing: str) -> list[s
     return ["", f"![{alt}]({figures[key]})" if key in figures else f"_{missing}_"]
 
 
-def loss_lines(loss: str, section: dict[str, Any], labels: dict[str, str], figures: dict[str, str]) -> list[str]:
+def loss_lines(loss: str, section: dict[str, Any], labels: dict[str, str], figures: dict[str, str],
+               retrieval: dict[str, Any] | None = None) -> list[str]:
     lines = ["", f"## {loss}"]
     cost = section["cost"]
     if not any(row["present"] for row in [*cost["baselines"], *cost["variants"].values()]):
         return lines + ["", f"_No metrics files for {loss} yet (expected: "
-                        + ", ".join(f"`{m}`" for m in section["missing"]) + ")._"]
+                        + ", ".join(f"`{m}`" for m in section["missing"]) + ")._"] \
+            + retrieval_lines(loss, retrieval, figures)
     if section["missing"]:
         lines += ["", "Missing models (no metrics file; their cells show —): "
                   + ", ".join(f"`{m}`" for m in section["missing"]) + "."]
@@ -133,7 +135,26 @@ def loss_lines(loss: str, section: dict[str, Any], labels: dict[str, str], figur
     lines += ["", "### Adaptive weights", "",
               "Mean weight of each length's loss per epoch (variants with adaptive weighting, A)."]
     lines += _figure(figures, "weights", f"{loss}: adaptive weights", "no adaptive weights recorded")
-    return lines
+    return lines + retrieval_lines(loss, retrieval, figures)
+
+
+def retrieval_lines(loss: str, retrieval: dict[str, Any] | None, figures: dict[str, str]) -> list[str]:
+    """The retrieval grid of `loss` with a note on what it shows (nothing when examples are off)."""
+    if retrieval is None:
+        return []
+    return ["", "### Retrieval examples", "", _retrieval_note(retrieval, loss),
+            *_figure(figures, "retrieval", f"{loss}: retrieved items per code length", "no models to draw")]
+
+
+def _retrieval_note(retrieval: dict[str, Any], loss: str) -> str:
+    entry = retrieval["losses"].get(loss, {})
+    queries = ", ".join(str(q["id"]) for q in entry.get("queries", [])) or "none"
+    note = (f"Top-{retrieval['topk']} database items of query items {queries} (drawn with seed {retrieval['seed']} "
+            f"from the query split) for `{loss}-{retrieval['nested']}` at every length and the baseline "
+            "trained for that length; solid green frame: shares a label with the query, dashed red: does not.")
+    if entry.get("missing"):
+        note += " Not drawn (no model file): " + ", ".join(f"`{m}`" for m in entry["missing"]) + "."
+    return note
 
 
 def _search(search: dict[str, Any] | None) -> str:
@@ -190,6 +211,6 @@ def render(data: dict[str, Any]) -> str:
     """The whole `comparison.md` from the comparison data."""
     lines = header_lines(data)
     for loss, section in data["losses"].items():
-        lines += loss_lines(loss, section, data["metric_labels"], data["figures"].get(loss, {}))
+        lines += loss_lines(loss, section, data["metric_labels"], data["figures"].get(loss, {}), data.get("retrieval"))
     lines += chooser_lines(data)
     return "\n".join(lines) + "\n"
