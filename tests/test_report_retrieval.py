@@ -38,7 +38,7 @@ def examples(models_dir, digits_manifest_dir):
 def test_queries_are_seeded_draws_from_the_query_split(digits_splits):
     ids = digits_splits.query.item_ids
     first, again, other = pick_queries(ids, 3, 5), pick_queries(ids, 3, 5), pick_queries(ids, 3, 6)
-    assert first == again != other and len(set(first)) == 3 and set(first) <= set(int(i) for i in ids)
+    assert first == again != other and len(set(first)) == 3 and set(first) <= {int(i) for i in ids}
 
 
 def test_hits_are_the_exact_top_k_with_true_relevance(examples, models_dir, digits_splits):

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from nhl.report.chooser import chooser
-from nhl.report.inputs import discover, load_results, read_benchmark, read_history, read_manifest_meta, read_pr
+from nhl.report.inputs import (
+    discover,
+    load_results,
+    read_benchmark,
+    read_history,
+    read_manifest_meta,
+    read_pr,
+)
 from nhl.report.tables import loss_section, map_vs_bits_csv, metric_labels, model_row
 
 MARKDOWN_NAME = "comparison.md"

@@ -19,7 +19,7 @@ REQUIRED_KEYS = ("model_id", "loss", "mode", "bits", "train_seconds", "peak_memo
 BITS_KEYS = ("map", "p_at_100", "p_at_r2")
 PR_COLUMNS = ("bits", "radius", "precision", "recall")
 BASELINE_MODE = "baseline"
-BENCHMARK_COMMAND = "python bench/search.py"
+BENCHMARK_COMMAND = "python bench/search.py --sweep"
 
 
 @dataclass(frozen=True)

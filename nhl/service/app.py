@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -105,14 +105,15 @@ def create_app(engine: Engine, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
                 "last_reload_error": engine.last_error}
 
     @app.get("/items")
-    def items(limit: int = Query(200, ge=1, le=100_000)) -> dict[str, Any]:
+    def items(limit: Annotated[int, Query(ge=1, le=100_000)] = 200) -> dict[str, Any]:
         snap = engine.snapshot
         split = snap.queries if snap.queries is not None else snap.database
         return {"split": "query" if snap.queries is not None else "database",
                 "ids": [int(i) for i in split.codes.ids[:limit]], "uploads": snap.image_shape is not None}
 
     @app.get("/search")
-    def search_item(item: int = Query(...), bits: int | None = Query(None), k: int = Query(10)) -> dict[str, Any]:
+    def search_item(item: Annotated[int, Query()], bits: Annotated[int | None, Query()] = None,
+                    k: Annotated[int, Query()] = 10) -> dict[str, Any]:
         snap = engine.snapshot
         snap.check(snap.lengths[-1] if bits is None else bits, k)
         code, labels, split = snap.item(item)
@@ -122,8 +123,8 @@ def create_app(engine: Engine, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
         return answer(snap, code, labels, bits, k, query)
 
     @app.post("/search")
-    def search_upload(file: UploadFile = File(...), bits: int | None = Form(None),
-                      k: int = Form(10)) -> dict[str, Any]:
+    def search_upload(file: Annotated[UploadFile, File()], bits: Annotated[int | None, Form()] = None,
+                      k: Annotated[int, Form()] = 10) -> dict[str, Any]:
         snap = engine.snapshot
         snap.check(snap.lengths[-1] if bits is None else bits, k)
         data = file.file.read(max_bytes + 1)

@@ -252,7 +252,7 @@ class Engine:
             try:
                 self.reload()
                 self.last_error = None
-            except Exception as err:  # keep serving the old model; say why in /health
+            except Exception as err:  # noqa: BLE001  (any failure: keep serving the old model, say why in /health)
                 self.last_error = f"{type(err).__name__}: {err}".splitlines()[0]
                 log.warning("reload failed, still serving %s: %s", self._current.version, self.last_error)
 

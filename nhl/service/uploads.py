@@ -37,14 +37,14 @@ def decode_upload(data: bytes, shape: tuple[int, int, int] | None, max_pixels: i
         width, height = image.size                      # from the header only: nothing decoded yet
     except Image.DecompressionBombError:
         raise RequestError(413, "file: the image declares too many pixels (decompression bomb)") from None
-    except Exception:
+    except (OSError, ValueError, SyntaxError):     # PIL's "cannot identify image file" is an OSError
         raise RequestError(400, "file: not an image PIL can read") from None
     if width * height > max_pixels:
         raise RequestError(413, f"file: image of {width} x {height} pixels is over the limit of {max_pixels:,}")
     channels, h, w = shape
     try:
         pixels = np.asarray(image.convert(_MODES[channels]), dtype=np.float32)
-    except Exception:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise RequestError(400, "file: the image data cannot be decoded") from None
     tensor = torch.from_numpy(pixels).div_(255.0)
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
