@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--poll", type=float, default=30.0,
                         help="seconds between checks that the alias moved; 0 turns polling off (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="FAISS threads per search (default: %(default)s: concurrent requests already run in "
+                             "parallel threads; OpenMP inside each small search only oversubscribes the cores)")
     parser.add_argument("--max-pixels", type=int, default=None, help="largest upload in pixels (default: 16,000,000)")
     parser.set_defaults(func=run)
 
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port: expected 1-65535, got {args.port}")
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
     if args.poll < 0:
         raise ValueError(f"--poll: expected seconds >= 0, got {args.poll}")
     manifest = args.manifest if (args.manifest / "manifest.csv").is_file() else None
@@ -52,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--manifest: {args.manifest} holds no manifest.csv (run `make run` first, or pass --codes)")
     source = Source(spec=str(args.model), manifest=manifest, codes=args.codes, images=args.images,
                     cache_dir=args.cache_dir or default_cache_dir())
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
     engine = Engine(source, poll_seconds=args.poll)          # an unknown alias or file fails here
     snap = engine.snapshot
     app = create_app(engine, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
