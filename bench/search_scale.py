@@ -11,7 +11,8 @@ duplicates beyond what the model itself produced. Queries: the 500 held-out quer
 augmented copies of them, never in the database.
 
 Per size and method: build seconds, index memory (FAISS serialized size; the funnel's arrays),
-queries per second (one batched search of all queries, median of `--repeats`) and tie-aware
+queries per second (one batched search of all queries, median of `--repeats` rounds that time
+every method in turn, so bursts of other jobs' load hit all methods alike) and tie-aware
 recall@100 against exact 128-bit search. The headline is the fastest index at recall@100 >= 0.99
 as a multiple of exact flat's q/s, measured in the same run.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,7 +55,7 @@ def _faiss(kind: str, packed: np.ndarray, **params):
     index = HashIndex(packed.shape[1] * 8, kind, **params)
     raw = index._index                 # add packed codes directly: 10M x 128 as ±1 int8 would be 1.3 GB
     if kind == "ivf":
-        raw.cp.niter, raw.cp.max_points_per_centroid = 10, 64      # bounded k-means (a sample of 64/list)
+        raw.cp.niter, raw.cp.max_points_per_centroid = 5, 32       # bounded k-means (a sample of 32/list)
         raw.train(packed)
     raw.add(packed)
     return index
@@ -81,7 +81,7 @@ def _mb(index) -> float:
 
 def methods(n: int) -> list[tuple[str, dict, object]]:
     """(method, params, builder(packed) -> index) to try at database size n."""
-    nlist = 1 << int(np.clip(round(np.log2(4 * np.sqrt(n))), 8, 12))   # ~4 sqrt(N): 1024 / 4096 / 4096
+    nlist = 1 << int(np.clip(round(np.log2(4 * np.sqrt(n))), 8, 11))   # ~4 sqrt(N), capped: 1024 / 2048 / 2048
     out = [("hash", {"b": b, "nflip": f}, lambda p, b=b, f=f: _faiss("hash", p, b=b, nflip=f))
            for b, f in ((16, 1), (16, 2), (20, 2), (24, 2), (24, 3))]
     out += [("funnel", {"stages": [16, 128], "pools": [pool]},
@@ -92,48 +92,30 @@ def methods(n: int) -> list[tuple[str, dict, object]]:
     return out
 
 
-def timed_search(index, queries: np.ndarray, repeats: int) -> tuple[np.ndarray, float]:
-    index.search(queries[:8], K)                                      # warm-up (numba JIT, caches)
-    times, ids = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _, ids = index.search(queries, K)
-        times.append(time.perf_counter() - start)
-    return ids, len(queries) / statistics.median(times)
-
-
 def run_size(n: int, base: np.ndarray, q_packed: np.ndarray, args) -> list[dict]:
-    """Every method at database size n (one index alive at a time, to bound memory)."""
-    from search_sweep import recall_at_k
+    """Every method at database size n: all built first, then timed in interleaved rounds."""
+    from search_sweep import recall_at_k, time_round_robin
 
     q_codes = np.unpackbits(q_packed, axis=1, bitorder="little").astype(np.int8) * 2 - 1
     start = time.perf_counter()
     packed = replicate(base, n, args.flip_rate, args.seed + n)
     print(f"{n:,} codes ({n // len(base)}x {len(base):,} base) in {time.perf_counter() - start:.1f} s", flush=True)
+    built = []                                        # (method, params, index, build seconds)
+    for method, params, build_index in [("flat", {"bits": 128}, lambda p: _faiss("flat", p))] + methods(n):
+        gc.collect()
+        start = time.perf_counter()
+        built.append((method, params, build_index(packed), time.perf_counter() - start))
+    distances, _ = built[0][2].search(q_codes, K)
+    kth = distances[:, K - 1].astype(np.int64)
+    timed = time_round_robin([(index, q_codes) for _, _, index, _ in built], args.repeats)
     rows = []
-
-    def record(method: str, params: dict, index, build: float) -> None:
-        ids, qps = timed_search(index, q_codes, args.repeats)
+    for (method, params, index, build), (ids, qps) in zip(built, timed):
         row = {"n": n, "method": method, "params": params, "build_seconds": round(build, 2),
                "queries_per_second": round(qps, 1), "index_mb": round(_mb(index), 1),
                "recall_at_100": round(recall_at_k(q_packed, packed, ids, kth), 4)}
         rows.append(row)
         print(f"  {method:7s} {json.dumps(params):45s} build {build:6.1f} s  {qps:9.1f} q/s  "
               f"recall@100 {row['recall_at_100']:.4f}  {row['index_mb']:7.1f} MB", flush=True)
-
-    start = time.perf_counter()
-    exact = _faiss("flat", packed)
-    build = time.perf_counter() - start
-    distances, _ = exact.search(q_codes, K)
-    kth = distances[:, K - 1].astype(np.int64)
-    record("flat", {"bits": 128}, exact, build)
-    del exact
-    for method, params, build_index in methods(n):
-        gc.collect()
-        start = time.perf_counter()
-        index = build_index(packed)
-        record(method, params, index, time.perf_counter() - start)
-        del index
     return rows
 
 
@@ -196,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip-rate", type=float, default=0.02, help="bit-flip probability of replicated codes")
     parser.add_argument("--n-queries", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=2, help="torch, FAISS and numba threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch, FAISS and numba threads (default 1: every method gets the same single core; "
+                             "on a loaded machine OpenMP's barriers slow multi-threaded FAISS far more than the rest)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed searches per method (median)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "data" / "bench" / "scale", help="encoded codes cache")
