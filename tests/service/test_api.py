@@ -176,3 +176,18 @@ def test_an_unknown_model_file_is_an_error_at_start_up(digits_manifest_dir, caps
                          "--poll", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "nhl serve: error: model file no-such-model.pt does not exist"
+
+
+def test_a_codes_file_database_answers_like_the_encoded_one(setup, digits_manifest_dir):
+    from nhl.service.app import create_app
+    from nhl.service.engine import Engine, Source
+
+    engine = Engine(Source(spec=str(setup["model"]), manifest=digits_manifest_dir, codes=setup["root"] / "database.npz",
+                           cache_dir=setup["root"] / "cache"))
+    item = int(setup["query"].ids[4])
+    with TestClient(create_app(engine)) as client:
+        got = client.get("/search", params={"item": item, "bits": 16, "k": 8}).json()
+        assert client.get("/health").json()["database_size"] == len(setup["db"])
+        assert client.get(f"/thumb/{int(setup['db'].ids[0])}").status_code == 404     # a codes file has no images
+    ref = setup["client"].get("/search", params={"item": item, "bits": 16, "k": 8}).json()
+    assert got["results"] == ref["results"]
