@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
     host, load = machine(), os.getloadavg()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model, info = resolve_model(args.model)
     if info["lengths"][-1] != 128 or 16 not in info["lengths"]:
         raise SystemExit(f"--model {args.model}: needs a nested model with 16 and 128 bits, got {info['lengths']}")
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     best = best_rows(rows)
     load_end = os.getloadavg()
     minutes = (time.perf_counter() - started) / 60
+    cpu_minutes = (time.process_time() - cpu_started) / 60
     verdicts = [f"{n:,}: {b['method']} {json.dumps(b['params'])} {b['speedup']}x exact flat at recall@100 "
                 f"{b['recall_at_100']:.4f}" for n, b in best.items()]
     print("\n".join(verdicts))
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_average": [round(v, 2) for v in load], "load_average_end": [round(v, 2) for v in load_end],
               "n_base": args.n_base, "flip_rate": args.flip_rate, "n_queries": len(queries), "k": K,
               "model": info["model_id"], "encode_images_per_second": round(rate, 1), "threads": args.threads,
-              "minutes": round(minutes, 1), "command": "python " + " ".join(sys.argv)}
+              "minutes": round(minutes, 1), "cpu_minutes": round(cpu_minutes, 1), "command": "python " + " ".join(sys.argv)}
     write_text(args.out / "search-scale.json", json.dumps(record, indent=2) + "\n")
     plot(rows, args.out / "search-scale.png")
     flat = {r["n"]: r["queries_per_second"] for r in rows if r["method"] == "flat"}
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
              f"first; {len(queries):,} held-out queries, k = {K}; {args.threads} threads. **Busy machine**: load "
              f"average {', '.join(f'{v:.1f}' for v in load)} at the start, {', '.join(f'{v:.1f}' for v in load_end)} "
              f"at the end (other engineers' jobs share the 2 cores); ratios within one size are the fair reading. "
-             f"Whole run {minutes:.1f} min. Best at recall@100 >= {RECALL_TARGET}: " + "; ".join(verdicts) +
+             f"Whole run {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU. Best at recall@100 >= {RECALL_TARGET}: " + "; ".join(verdicts) +
              ". Plot: `reports/benchmarks/search-scale.png`.")
     path = append_table("Search scale curve: flat vs hash vs funnel vs IVF at 100k / 1M / 10M codes (bench/search.py)",
                         ["codes", "method", "params", "build s", "MB", "queries/s", "vs flat", "recall@100"],
