@@ -349,8 +349,8 @@ class Trainer:
         """Val mAP@ALL per length, with the val split as queries and the database set (train) as database."""
         from nhl.metrics import mean_average_precision
 
-        query_codes, query_labels = encode_loader(self.model, self._loader(self.val_set), self.device)
-        db_codes, db_labels = encode_loader(self.model, self._loader(self.db_set), self.device)
+        query_codes, query_labels = encode_split_labels(self.model, self._loader(self.val_set), self.device)
+        db_codes, db_labels = encode_split_labels(self.model, self._loader(self.db_set), self.device)
         return {k: float(mean_average_precision(query_codes[:, :k], query_labels, db_codes[:, :k], db_labels))
                 for k in self.config.lengths}
 
@@ -400,6 +400,14 @@ class Trainer:
 
     def _stopped_early(self) -> bool:
         return self.bad_evals >= self.config.patience
+
+
+def encode_split_labels(model: Hasher, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """(codes, labels) of a loader's dataset; the labels in the dataset's compact form (class ids or
+    CSR, `nhl.labels`) when it offers one, so validation never stacks `[N, C]` rows."""
+    compact = getattr(loader.dataset, "compact_labels", None)
+    codes, labels = encode_loader(model, loader, device, keep_labels=compact is None)
+    return codes, (compact() if compact is not None else labels)
 
 
 def train_model(config: TrainConfig, train_set: Dataset, val_set: Dataset, db_set: Dataset,
