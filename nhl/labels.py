@@ -125,9 +125,8 @@ def to_ids(x: Any) -> np.ndarray | None:
 
 
 def compact(x: Any) -> Any:
-    """The smallest form for `x`: ids when single-label, CSR when multi-label (ids/CSR pass through)."""
-    form = label_form(x)
-    if form != "dense":
+    """The smallest form for `x`: ids when single-label, CSR when multi-label (ids pass through)."""
+    if label_form(x) == "ids":
         return x
     ids = to_ids(x)
     return ids if ids is not None else to_csr(x)
