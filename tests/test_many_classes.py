@@ -48,6 +48,7 @@ def test_a_class_too_small_for_the_protocol_is_a_one_line_error(manifest):
                               "2000 classes are short")
 
 
+@pytest.mark.slow
 def test_the_gate_passes_and_summarises_2000_labels(manifest):
     from nhl.data.validation import validate_manifest
 
@@ -61,6 +62,7 @@ def test_the_gate_passes_and_summarises_2000_labels(manifest):
     assert audit.count("\n| 1999 |") == 0                 # not one row per label
 
 
+@pytest.mark.slow
 def test_train_one_epoch_and_evaluate(manifest, tmp_path):
     directory, _ = manifest
     splits = {s: load_split(directory, s) for s in ("train", "val", "query", "database")}
