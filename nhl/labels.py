@@ -61,9 +61,8 @@ def check_labels(x: Any, name: str) -> tuple[str, int | None]:
         raise ValueError(f"{name}: {str(err).split(': ', 1)[1]}") from None
     if form == "ids":
         ids = _numpy(x)
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            if not np.all(np.equal(np.mod(ids, 1), 0)):
-                raise ValueError(f"{name}: class ids must be integers, got dtype {ids.dtype}")
+        if ids.size and not np.issubdtype(ids.dtype, np.integer) and not np.all(np.equal(np.mod(ids, 1), 0)):
+            raise ValueError(f"{name}: class ids must be integers, got dtype {ids.dtype}")
         if ids.size and ids.min() < 0:
             raise ValueError(f"{name}: class ids must be non-negative, got {ids.min()}")
         return form, None

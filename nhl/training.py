@@ -23,8 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nhl.distill import similarity_preserving_loss
-from nhl.distributed import (DistContext, GlobalBatchSampler, all_reduce_mean, broadcast_object,
-                             synchronise_buffers)
+from nhl.distributed import (
+    DistContext,
+    GlobalBatchSampler,
+    all_reduce_mean,
+    broadcast_object,
+    synchronise_buffers,
+)
 from nhl.losses.nested import build_length_losses
 from nhl.models.hasher import Hasher, HasherSpec, encode_loader
 from nhl.resources import PeakMemory, Stopwatch

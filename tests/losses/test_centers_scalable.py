@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from nhl.losses.centers import prefix_consistent_centers, random_balanced_centers
-from nhl.losses.centers_scalable import pair_stats, prefix_distance_report, scalable_prefix_centers
+from nhl.losses.centers_scalable import (
+    pair_stats,
+    prefix_distance_report,
+    scalable_prefix_centers,
+)
 
 LENGTHS = [8, 16, 32, 64, 128]
 
