@@ -8,7 +8,8 @@ A codes file is one `.npz` (no pickles) holding
 - `model`: JSON of where the codes came from (`model_id`, `path`, `lengths`, `in_channels`,
   `sha256` of the model file), so a search can encode queries with the same model and refuse
   codes of another width;
-- optional `names` (image paths, str `[N]`) and `labels` (float32 multi-hot `[N, C]`).
+- optional `names` (image paths, str `[N]`) and `labels` (float32 multi-hot `[N, C]`, or int64
+  class ids `[N]` for single-label data: `nhl.labels`).
 
 It is written atomically (a reader sees the old file or the whole new one). Models are loaded in
 one place, `resolve_model(spec)`, so model aliases (e.g. a registry's `champion`) can be added
@@ -64,9 +65,14 @@ class Codes:
             if self.names.shape != (n,):
                 raise ValueError(f"names: expected {n} names, got shape {tuple(self.names.shape)}")
         if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.float32)
-            if self.labels.ndim != 2 or self.labels.shape[0] != n:
-                raise ValueError(f"labels: expected a multi-hot matrix [{n}, C], got shape {tuple(self.labels.shape)}")
+            labels = np.asarray(self.labels)
+            if labels.ndim == 1 and labels.shape[0] == n and np.issubdtype(labels.dtype, np.integer):
+                self.labels = labels.astype(np.int64, copy=False)        # class ids (nhl.labels)
+            else:
+                self.labels = labels.astype(np.float32, copy=False)
+                if self.labels.ndim != 2 or self.labels.shape[0] != n:
+                    raise ValueError(f"labels: expected class ids [{n}] or a multi-hot matrix [{n}, C], "
+                                     f"got shape {tuple(self.labels.shape)}")
         self.model = dict(self.model)
 
     def __len__(self) -> int:

@@ -24,6 +24,17 @@ def encode_split(model: Hasher, dataset: Dataset, batch_size: int = 256,
     return encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
 
 
+def _encode_compact(model: Hasher, dataset: Dataset, batch_size: int, device: str | torch.device):
+    """(codes, labels) with the dataset's compact labels (ids / CSR) when it has them."""
+    compact = getattr(dataset, "compact_labels", None)
+    if compact is None:
+        return encode_split(model, dataset, batch_size, device)
+    model = model.to(device).eval()
+    codes, _ = encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device,
+                             keep_labels=False)
+    return codes, compact()
+
+
 def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int | None = None,
                    pr_lengths: tuple[int, ...] = (16, 64), batch_size: int = 256,
                    device: str | torch.device = "cpu") -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
@@ -32,8 +43,8 @@ def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int |
     PR rows are `{"bits", "radius", "precision", "recall"}` for each Hamming radius (hash
     lookup), for the lengths in `pr_lengths` that the model has.
     """
-    q_codes, q_labels = encode_split(model, query, batch_size, device)
-    d_codes, d_labels = encode_split(model, database, batch_size, device)
+    q_codes, q_labels = _encode_compact(model, query, batch_size, device)
+    d_codes, d_labels = _encode_compact(model, database, batch_size, device)
     lengths = model.lengths
     per_length = evaluate_nested(q_codes, q_labels, d_codes, d_labels, lengths, topk=topk)
     bits = {str(k): values for k, values in per_length.items()}
@@ -81,7 +92,7 @@ def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, to
     model, extra = load_hasher(model_path, map_location=device)
     query = load_split(manifest, "query", source=source)
     database = load_split(manifest, "database", source=source)
-    if query.labels.shape[1] != database.labels.shape[1]:
+    if query.label_csr.shape[1] != database.label_csr.shape[1]:
         raise ValueError(f"manifest {manifest}: query and database have different label widths")
     if query[0][0].shape[0] != model.spec.in_channels:
         raise ValueError(f"model file {model_path}: expects {model.spec.in_channels}-channel images, "

@@ -209,8 +209,15 @@ def hierarchical_precision_curves(query_codes: Any, query_labels: Any, db_codes:
     from nhl.metrics import check_inputs
 
     check_inputs(query_codes, query_labels, db_codes, db_labels)
-    qc, ql, dc, dl = (np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-                      for x in (query_codes, query_labels, db_codes, db_labels))
+    from nhl.labels import label_form, to_dense
+
+    width = max(int(x.max()) + 1 if label_form(x) == "ids" else int(x.shape[1])   # compact forms: densified
+                for x in (query_labels, db_labels))
+    if isinstance(hierarchy, Hierarchy) and all(label_form(x) == "ids" for x in (query_labels, db_labels)):
+        width = max(width, hierarchy.num_classes)
+    ql, dl = (to_dense(x, width).astype(np.float64) for x in (query_labels, db_labels))
+    qc, dc = (np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+              for x in (query_codes, db_codes))
     class_sim = class_similarity(hierarchy, ql.shape[1])
     n = dc.shape[0]
     if n == 0:

@@ -2,8 +2,9 @@
 
 Conventions (shared by every function):
 
-- codes are {-1, +1} matrices [N, bits]; labels are multi-hot {0, 1} matrices [N, C]; an item
-  is relevant to a query when they share at least one label; numpy arrays or torch tensors.
+- codes are {-1, +1} matrices [N, bits]; labels are multi-hot {0, 1} matrices [N, C], class ids
+  [N] (single-label) or scipy sparse [N, C] (see `nhl.labels`); an item is relevant to a query
+  when they share at least one label (equal ids); numpy arrays or torch tensors.
 - distance is Hamming, ``(bits - q . x) / 2``, computed as popcount(q XOR x) on packed bits.
 - ranking: by distance; ``ties="stable"`` breaks ties by database order (as a stable sort
   would), ``ties="expected"`` averages the metric over every order of equal-distance items.
@@ -31,6 +32,7 @@ import numba
 import numpy as np
 
 from nhl.index import pack_bits, popcount64
+from nhl.labels import check_labels, label_form, to_csr
 
 TIES = ("stable", "expected")
 BACKENDS = ("numba", "torch")
@@ -61,17 +63,21 @@ def _check_matrix(x: Any, name: str, allowed: tuple[int, ...], what: str) -> Non
 
 
 def check_inputs(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any) -> int:
-    """Validate the four retrieval inputs; return the number of bits (one-line ValueError)."""
+    """Validate the four retrieval inputs; return the number of bits (one-line ValueError).
+
+    Labels may be dense multi-hot `[N, C]`, class ids `[N]` or scipy sparse `[N, C]`
+    (`nhl.labels`); the two sides may use different forms.
+    """
     _check_matrix(query_codes, "query_codes", (-1, 1), "codes must contain only -1 and +1")
     _check_matrix(db_codes, "db_codes", (-1, 1), "codes must contain only -1 and +1")
-    _check_matrix(query_labels, "query_labels", (0, 1), "labels must be multi-hot (only 0 and 1)")
-    _check_matrix(db_labels, "db_labels", (0, 1), "labels must be multi-hot (only 0 and 1)")
+    _, q_classes = check_labels(query_labels, "query_labels")
+    _, d_classes = check_labels(db_labels, "db_labels")
     if query_codes.shape[1] != db_codes.shape[1] or query_codes.shape[1] == 0:
         raise ValueError(f"query_codes / db_codes: bits differ or are 0 "
                          f"({query_codes.shape[1]} vs {db_codes.shape[1]})")
-    if query_labels.shape[1] != db_labels.shape[1] or query_labels.shape[1] == 0:
+    if 0 in (q_classes, d_classes) or (None not in (q_classes, d_classes) and q_classes != d_classes):
         raise ValueError(f"query_labels / db_labels: number of classes differs or is 0 "
-                         f"({query_labels.shape[1]} vs {db_labels.shape[1]})")
+                         f"({q_classes} vs {d_classes})")
     if query_codes.shape[0] != query_labels.shape[0] or query_codes.shape[0] == 0:
         raise ValueError(f"query_codes / query_labels: need the same, non-zero number of rows "
                          f"({query_codes.shape[0]} vs {query_labels.shape[0]})")
@@ -121,36 +127,120 @@ class _Stats:
     rel_at_n: np.ndarray    # [Q] relevant items among the first n, stable ties
 
 
+class _Relevance:
+    """Query/database labels prepared once for the kernels: relevance = a shared label.
+
+    mode 0 (both dense): packed multi-hot words, relevance = any common bit;
+    mode 1 (both class ids): relevance = equal ids (no label matrix at all);
+    mode 2 (otherwise, e.g. CSR): each query's labels as CSR rows and the database as posting
+    lists (CSC: label -> items), so a query marks only the items that share one of its labels.
+    """
+
+    def __init__(self, query_labels: Any, db_labels: Any) -> None:
+        forms = (label_form(query_labels), label_form(db_labels))
+        self.raw = (query_labels, db_labels)
+        empty_w, empty_i = np.zeros((0, 0), np.uint64), np.zeros(0, np.int64)
+        self.words = (empty_w, empty_w)
+        self.ids = (empty_i, empty_i)
+        self.postings = (empty_i, empty_i, empty_i, empty_i)
+        if forms == ("dense", "dense"):
+            self.mode = 0
+            self.words = (pack_bits(_to_numpy(query_labels) > 0, 8),
+                          np.ascontiguousarray(pack_bits(_to_numpy(db_labels) > 0, 8).T))
+        elif forms == ("ids", "ids"):
+            self.mode = 1
+            self.ids = (_to_numpy(query_labels).astype(np.int64), _to_numpy(db_labels).astype(np.int64))
+        else:
+            self.mode = 2
+            width = max(_width(query_labels), _width(db_labels))
+            q, d = to_csr(query_labels, width), to_csr(db_labels, width).tocsc()
+            self.postings = (q.indptr.astype(np.int64), q.indices.astype(np.int64),
+                             d.indptr.astype(np.int64), d.indices.astype(np.int64))
+
+    def numba_args(self) -> tuple:
+        return (self.mode, *self.words, *self.ids, *self.postings)
+
+    def torch_chunk(self, start: int, end: int, device: Any) -> Any:
+        """Relevance `[end - start, N]` (bool tensor) of a block of queries."""
+        import torch
+        q, d = self.raw
+        if self.mode == 0:
+            ql = torch.as_tensor(_to_numpy(q[start:end]) if not _is_torch(q) else q[start:end])
+            dl = torch.as_tensor(d) if not _is_torch(d) else d
+            return (ql.to(device, torch.float32) @ dl.to(device, torch.float32).T) > 0
+        if self.mode == 1:
+            qi = torch.as_tensor(self.ids[0][start:end], device=device)
+            di = torch.as_tensor(self.ids[1], device=device)
+            return qi[:, None] == di[None, :]
+        width = max(_width(q), _width(d))
+        block = (to_csr(q, width)[start:end] @ to_csr(d, width).T).toarray() > 0
+        return torch.as_tensor(block, device=device)
+
+
+def _width(labels: Any) -> int:
+    """Number of classes a label array implies (ids: the largest id + 1)."""
+    if label_form(labels) == "ids":
+        ids = _to_numpy(labels)
+        return int(ids.max()) + 1 if ids.size else 0
+    return int(labels.shape[1])
+
+
 @numba.njit(parallel=True, cache=True)
-def _stats_kernel(qw, dwt, qlw, dlt, nbits, topk, n_at, stable, dist, relf, rel_seen,
-                  hist, hrel, ap, rel_at):
+def _stats_kernel(qw, dwt, mode, qlw, dlt, qid, did, qptr, qidx, dptr, didx, nbits, topk, n_at,
+                  stable, dist, relf, rel_seen, hist, hrel, ap, rel_at):
     """Per-query statistics; `dwt` / `dlt` are the database words transposed ([words, N]).
 
-    dist, relf, rel_seen are per-thread scratch rows [threads, N]; thread t takes queries
-    t, t + threads, ... (every query costs the same).
+    Relevance by `mode` (see `_Relevance`). dist, relf, rel_seen are per-thread scratch rows
+    [threads, N]; thread t takes queries t, t + threads, ... (every query costs the same).
     """
     threads = dist.shape[0]
     for t in numba.prange(threads):
         for q in range(t, qw.shape[0], threads):
-            _query_stats(qw[q], dwt, qlw[q], dlt, nbits, topk, n_at, stable, dist[t], relf[t],
+            rf = relf[t]
+            if mode == 0:
+                _relevance_words(qlw[q], dlt, rf)
+            elif mode == 1:
+                _relevance_ids(qid[q], did, rf)
+            else:
+                _relevance_postings(qidx[qptr[q]:qptr[q + 1]], dptr, didx, rf)
+            _query_stats(qw[q], dwt, nbits, topk, n_at, stable, dist[t], rf,
                          rel_seen[t], hist[q], hrel[q], ap, rel_at, q)
 
 
 @numba.njit(cache=True)
-def _query_stats(qv, dwt, qlv, dlt, nbits, topk, n_at, stable, dst, rf, r_seen, h, hr, ap,
-                 rel_at, q):
-    nd = dwt.shape[1]
-    # vectorised: distances by popcount, relevance by label overlap
-    for i in range(nd):
-        dst[i] = popcount64(qv[0] ^ dwt[0, i])
-    for w in range(1, dwt.shape[0]):
-        for i in range(nd):
-            dst[i] += popcount64(qv[w] ^ dwt[w, i])
+def _relevance_words(qlv, dlt, rf):
+    nd = dlt.shape[1]
     for i in range(nd):
         rf[i] = (qlv[0] & dlt[0, i]) != 0
     for w in range(1, dlt.shape[0]):
         for i in range(nd):
             rf[i] |= np.uint8((qlv[w] & dlt[w, i]) != 0)
+
+
+@numba.njit(cache=True)
+def _relevance_ids(qid, did, rf):
+    for i in range(did.shape[0]):
+        rf[i] = did[i] == qid
+
+
+@numba.njit(cache=True)
+def _relevance_postings(qlabels, dptr, didx, rf):
+    rf[:] = 0
+    for label in qlabels:
+        if label + 1 < dptr.shape[0]:
+            for j in range(dptr[label], dptr[label + 1]):
+                rf[didx[j]] = 1
+
+
+@numba.njit(cache=True)
+def _query_stats(qv, dwt, nbits, topk, n_at, stable, dst, rf, r_seen, h, hr, ap, rel_at, q):
+    nd = dwt.shape[1]
+    # vectorised: distances by popcount (relevance `rf` is already filled)
+    for i in range(nd):
+        dst[i] = popcount64(qv[0] ^ dwt[0, i])
+    for w in range(1, dwt.shape[0]):
+        for i in range(nd):
+            dst[i] += popcount64(qv[w] ^ dwt[w, i])
     # counts per distance; for stable ties also, per relevant item in database order, its
     # distance and the number of items seen so far at that distance (itself included), packed
     # as seen << 16 | distance (a branch-free store; the slot is kept if the item is relevant)
@@ -282,12 +372,12 @@ def _expected_ap_kernel(hist, hrel, topk, out):
         out[q] = _expected_ap_row(hist[q], hrel[q], topk)
 
 
-def _stats_numba(qc, ql, dc, dl, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
-    def words(x: Any) -> np.ndarray:     # ±1 codes / multi-hot labels, or already packed words
+def _stats_numba(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
+    def words(x: Any) -> np.ndarray:     # ±1 codes, or already packed words
         return x if x.dtype == np.uint64 else pack_bits(_to_numpy(x) > 0, 8)
 
-    qw, qlw = words(qc), words(ql)
-    dwt, dlt = np.ascontiguousarray(words(dc).T), np.ascontiguousarray(words(dl).T)
+    qw = words(qc)
+    dwt = np.ascontiguousarray(words(dc).T)
     nq, nd = qw.shape[0], dwt.shape[1]
     threads = max(1, min(nq, numba.get_num_threads()))
     if bits >= 1 << 16:
@@ -297,21 +387,21 @@ def _stats_numba(qc, ql, dc, dl, bits: int, topk: int, n_at: int, stable: bool) 
     hrel = np.zeros((nq, bits + 1), np.int64)
     ap = np.zeros(nq)
     rel_at = np.zeros(nq, np.int64)
-    _stats_kernel(qw, dwt, qlw, dlt, bits, topk, n_at, stable, dist,
+    _stats_kernel(qw, dwt, *rel.numba_args(), bits, topk, n_at, stable, dist,
                   np.empty((threads, nd), np.uint8),
                   np.empty((threads, nd if stable else 0), np.int64), hist, hrel, ap, rel_at)
     return _Stats(hist, hrel, ap, rel_at)
 
 
-def _stats_torch(qc, ql, dc, dl, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
+def _stats_torch(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
     import torch
-    device = next((a.device for a in (qc, dc, ql, dl) if _is_torch(a) and a.device.type != "cpu"),
+    device = next((a.device for a in (qc, dc, *rel.raw) if _is_torch(a) and a.device.type != "cpu"),
                   torch.device("cpu"))
 
     def tensor(x: Any) -> Any:
         return torch.as_tensor(x).to(device=device, dtype=torch.float32)
 
-    qc, dc, ql, dl = tensor(qc), tensor(dc), tensor(ql), tensor(dl)
+    qc, dc = tensor(qc), tensor(dc)
     nq, nd = qc.shape[0], dc.shape[0]
     hist = torch.zeros(nq, bits + 1, dtype=torch.int64, device=device)
     hrel = torch.zeros_like(hist)
@@ -322,12 +412,12 @@ def _stats_torch(qc, ql, dc, dl, bits: int, topk: int, n_at: int, stable: bool) 
     for s in range(0, nq, chunk):
         e = min(nq, s + chunk)
         dist = torch.round((bits - qc[s:e] @ dc.T) / 2).long()     # exact: small integers
-        rel = (ql[s:e] @ dl.T) > 0
+        relevant = rel.torch_chunk(s, e, device)
         hist[s:e].scatter_add_(1, dist, torch.ones_like(dist))
-        hrel[s:e].scatter_add_(1, dist, rel.long())
+        hrel[s:e].scatter_add_(1, dist, relevant.long())
         if stable:
             order = torch.sort(dist, dim=1, stable=True).indices[:, :max(topk, n_at)]
-            ranked = rel.gather(1, order).double()
+            ranked = relevant.gather(1, order).double()
             top = ranked[:, :topk]
             found = top.sum(1)
             ap[s:e] = (top.cumsum(1) / ranks * top).sum(1) / found.clamp(min=1)
@@ -339,12 +429,12 @@ _STATS_BY_BACKEND = {"numba": _stats_numba, "torch": _stats_torch}
 assert tuple(_STATS_BY_BACKEND) == BACKENDS
 
 
-def _stats(qc, ql, dc, dl, bits, topk, n_at, stable, backend) -> _Stats:
+def _stats(qc, rel: _Relevance, dc, bits, topk, n_at, stable, backend) -> _Stats:
     nq, nd = qc.shape[0], dc.shape[0]
     if nd == 0:
         zeros = np.zeros((nq, bits + 1), np.int64)
         return _Stats(zeros, zeros.copy(), np.zeros(nq), np.zeros(nq, np.int64))
-    return _STATS_BY_BACKEND[backend](qc, ql, dc, dl, bits, topk, n_at, stable)
+    return _STATS_BY_BACKEND[backend](qc, rel, dc, bits, topk, n_at, stable)
 
 
 # --------------------------------------------------------------------------- from statistics
@@ -406,7 +496,7 @@ def mean_average_precision(query_codes: Any, query_labels: Any, db_codes: Any, d
     bits = check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
     k = _clip(topk, db_codes.shape[0], "topk")
-    stats = _stats(query_codes, query_labels, db_codes, db_labels, bits, k, 0,
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, k, 0,
                    ties == "stable", backend)
     return float(_ap_from(stats, k, ties).mean())
 
@@ -422,7 +512,7 @@ def precision_at_k(query_codes: Any, query_labels: Any, db_codes: Any, db_labels
     bits = check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
     n_at = _clip(k, db_codes.shape[0], "k")
-    stats = _stats(query_codes, query_labels, db_codes, db_labels, bits, 0, n_at,
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, 0, n_at,
                    ties == "stable", backend)
     return float(_precision_at_n_from(stats, n_at, ties).mean())
 
@@ -438,7 +528,7 @@ def precision_at_radius(query_codes: Any, query_labels: Any, db_codes: Any, db_l
     if not 0 <= int(r) <= bits:
         raise ValueError(f"r: expected a radius in 0..{bits}, got {r}")
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
-    stats = _stats(query_codes, query_labels, db_codes, db_labels, bits, 0, 0, False, backend)
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, 0, 0, False, backend)
     return float(_precision_at_radius_from(stats, int(r)).mean())
 
 
@@ -452,7 +542,7 @@ def precision_recall_curve(query_codes: Any, query_labels: Any, db_codes: Any, d
     """
     bits = check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
-    stats = _stats(query_codes, query_labels, db_codes, db_labels, bits, 0, 0, False, backend)
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, 0, 0, False, backend)
     retrieved = np.cumsum(stats.hist, axis=1)
     relevant = np.cumsum(stats.hrel, axis=1)
     total = relevant[:, -1:]
@@ -484,9 +574,10 @@ def evaluate_nested(query_codes: Any, query_labels: Any, db_codes: Any, db_label
         query_codes = pack_bits(_to_numpy(query_codes) > 0, 8)
         db_codes = pack_bits(_to_numpy(db_codes) > 0, 8)
     results: dict[int, dict[str, float]] = {}
+    rel = _Relevance(query_labels, db_labels)     # prepared once for every length
     for k in lengths:
         qk, dk = _prefix(query_codes, k), _prefix(db_codes, k)
-        stats = _stats(qk, query_labels, dk, db_labels, k, k_top, n_at, ties == "stable", backend)
+        stats = _stats(qk, rel, dk, k, k_top, n_at, ties == "stable", backend)
         values = (_ap_from(stats, k_top, ties), _precision_at_n_from(stats, n_at, ties),
                   _precision_at_radius_from(stats, min(int(radius), k)))
         results[k] = {key: float(v.mean()) for key, v in zip(METRIC_KEYS, values)}

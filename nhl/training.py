@@ -23,7 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nhl.distill import similarity_preserving_loss
-from nhl.distributed import DistContext, GlobalBatchSampler, all_reduce_mean
+from nhl.distributed import (
+    DistContext,
+    GlobalBatchSampler,
+    all_reduce_mean,
+    broadcast_object,
+    synchronise_buffers,
+)
 from nhl.losses.nested import build_length_losses
 from nhl.models.hasher import Hasher, HasherSpec, encode_loader
 from nhl.resources import PeakMemory, Stopwatch
@@ -348,10 +354,22 @@ class Trainer:
         """Val mAP@ALL per length, with the val split as queries and the database set (train) as database."""
         from nhl.metrics import mean_average_precision
 
-        query_codes, query_labels = encode_loader(self.model, self._loader(self.val_set), self.device)
-        db_codes, db_labels = encode_loader(self.model, self._loader(self.db_set), self.device)
+        query_codes, query_labels = encode_split_labels(self.model, self._loader(self.val_set), self.device)
+        db_codes, db_labels = encode_split_labels(self.model, self._loader(self.db_set), self.device)
         return {k: float(mean_average_precision(query_codes[:, :k], query_labels, db_codes[:, :k], db_labels))
                 for k in self.config.lengths}
+
+    # -- one validation decision for every process (torchrun) -----------------------------------
+    def agreed_evaluate(self) -> dict[int, float]:
+        """`evaluate()` computed once, on rank 0, after the processes' buffers are synchronised;
+        every rank receives the same scores, so early stopping, the best epoch and the saved
+        state follow one decision (ranks deciding alone left one rank waiting in an all-reduce
+        while the other had stopped: a hang until the process-group timeout)."""
+        if not self.dist.enabled:
+            return self.evaluate()
+        synchronise_buffers(self.model)
+        scores = self.evaluate() if self.dist.is_main else None
+        return broadcast_object(scores)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -365,7 +383,7 @@ class Trainer:
                 record = self.train_epoch()
                 self.epoch += 1
                 if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
-                    val_map = self.evaluate()
+                    val_map = self.agreed_evaluate()
                     score = float(np.mean(list(val_map.values())))
                     record["val_map"] = {str(k): v for k, v in val_map.items()}
                     record["val_map_mean"] = score
@@ -387,6 +405,14 @@ class Trainer:
 
     def _stopped_early(self) -> bool:
         return self.bad_evals >= self.config.patience
+
+
+def encode_split_labels(model: Hasher, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """(codes, labels) of a loader's dataset; the labels in the dataset's compact form (class ids or
+    CSR, `nhl.labels`) when it offers one, so validation never stacks `[N, C]` rows."""
+    compact = getattr(loader.dataset, "compact_labels", None)
+    codes, labels = encode_loader(model, loader, device, keep_labels=compact is None)
+    return codes, (compact() if compact is not None else labels)
 
 
 def train_model(config: TrainConfig, train_set: Dataset, val_set: Dataset, db_set: Dataset,

@@ -10,6 +10,7 @@ variants (`nhl-noA-noD`, `nhl-A`, `nhl-D`, `nhl-full`). Writes `<out>/<loss>-<va
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError) as err:  # OSError: unreadable input, unwritable output
         print(f"train: error: {err}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":   # under torchrun every rank returns the same result; one line
+        return 0
     print(f"train: {mid}: best epoch {result.best_epoch}/{result.epochs_run}, val mAP {result.best_score:.4f}, "
           f"{result.train_seconds:.1f} s, peak {result.peak_memory_mb:.0f} MiB -> {args.out / (mid + '.pt')}")
     return 0

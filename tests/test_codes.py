@@ -122,3 +122,14 @@ def test_codes_file_has_no_pickles(tmp_path):
     save_codes(tmp_path / "c.npz", Codes.from_codes(random_codes(2, 8), model={"a": 1}, names=["x", "y"]))
     with np.load(tmp_path / "c.npz", allow_pickle=False) as data:   # would raise on object arrays
         assert set(data.files) == {"format", "packed", "ids", "bits", "model", "names"}
+
+
+def test_labels_may_be_class_ids(tmp_path):
+    """The compact single-label form (nhl.labels) round-trips as int64 ids; bad shapes are refused."""
+    codes = np.where(np.random.default_rng(1).random((4, 16)) < 0.5, 1, -1)
+    original = Codes.from_codes(codes, np.arange(4), {"model_id": "m"}, labels=np.array([3, 0, 3, 1]))
+    assert original.labels.dtype == np.int64
+    save_codes(tmp_path / "c.npz", original)
+    np.testing.assert_array_equal(load_codes(tmp_path / "c.npz").labels, [3, 0, 3, 1])
+    with pytest.raises(ValueError, match=r"labels: expected class ids \[4\] or a multi-hot matrix"):
+        Codes.from_codes(codes, np.arange(4), {}, labels=np.array([1, 2]))

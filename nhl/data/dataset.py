@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from nhl.data.manifest import CSV_NAME, labels_from_strings, read_manifest, split_frame
+from nhl.data.manifest import CSV_NAME, labels_csr_from_strings, read_manifest, split_frame
 from nhl.data.raw import read_images
 
 GREY_MODES = {"1", "L", "I", "I;16", "F"}
@@ -49,7 +49,8 @@ class ManifestDataset(Dataset):
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
         self.frame = frame.reset_index(drop=True)
-        self.labels = torch.from_numpy(labels_from_strings(self.frame["labels"], num_classes))
+        self.label_csr = labels_csr_from_strings(self.frame["labels"], num_classes)
+        self._dense_labels: torch.Tensor | None = None
         self.item_ids = self.frame["item_id"].to_numpy()
         self.images = images
         self.root = Path(root) if root is not None else None
@@ -59,6 +60,25 @@ class ManifestDataset(Dataset):
         if self.std is not None and bool((self.std <= 0).any()):
             raise ValueError(f"std must be positive, got {std!r}")
         self.channels = channels
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Float multi-hot `[N, C]` (built on first use; prefer `compact_labels` for many classes)."""
+        if self._dense_labels is None:
+            self._dense_labels = torch.from_numpy(np.asarray(self.label_csr.toarray(), dtype=np.float32))
+        return self._dense_labels
+
+    def compact_labels(self):
+        """Class ids `[N]` (int64) when every item has one label, else the CSR matrix (`nhl.labels`)."""
+        from nhl.labels import compact
+
+        return compact(self.label_csr)
+
+    def _label_row(self, index: int) -> torch.Tensor:
+        row = torch.zeros(self.label_csr.shape[1])
+        start, stop = self.label_csr.indptr[index], self.label_csr.indptr[index + 1]
+        row[torch.from_numpy(self.label_csr.indices[start:stop].astype(np.int64))] = 1.0
+        return row
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -73,7 +93,7 @@ class ManifestDataset(Dataset):
             image = image - self.mean
         if self.std is not None:
             image = image / self.std
-        return image, self.labels[index], index
+        return image, self._label_row(index), index
 
     def _pixels(self, index: int) -> np.ndarray:
         """uint8 `[H, W]` or `[H, W, C]` pixels of the item at `index`, converted to `channels`."""

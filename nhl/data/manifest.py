@@ -56,6 +56,35 @@ def labels_from_strings(strings: Iterable[str], num_classes: int) -> np.ndarray:
     return out
 
 
+def labels_csr_from_strings(strings: Iterable[str], num_classes: int):
+    """Space-separated label indices -> a scipy CSR matrix `[N, num_classes]` of int8 ones.
+
+    The compact form of `labels_from_strings` (same checks, same messages): 12 bytes a label
+    instead of 4 C bytes an item, for splits with many classes.
+    """
+    import scipy.sparse as sp
+
+    indptr, indices = [0], []
+    for n, text in enumerate(strings):
+        tokens = str(text).split() if isinstance(text, str) else []
+        if not tokens:
+            raise ValueError(f"labels entry {n}: {text!r} has no label index")
+        row = set()
+        for token in tokens:
+            if not token.isdigit():
+                raise ValueError(f"labels entry {n}: {token!r} in {text!r} is not a label index")
+            index = int(token)
+            if index >= num_classes:
+                raise ValueError(
+                    f"labels entry {n}: index {index} is out of range for {num_classes} classes"
+                )
+            row.add(index)
+        indices += sorted(row)
+        indptr.append(len(indices))
+    return sp.csr_matrix((np.ones(len(indices), np.int8), np.asarray(indices, np.int64), np.asarray(indptr)),
+                         shape=(len(indptr) - 1, num_classes))
+
+
 def location_column(frame: pd.DataFrame) -> str:
     """'row' or 'path': the column that says where each image is (exactly one must exist)."""
     present = [c for c in LOCATIONS if c in frame.columns]

@@ -195,14 +195,22 @@ def _draw_per_class(labels, pool, counts, rng, protocol) -> dict[str, np.ndarray
         )
     classes = labels[pool].argmax(axis=1)
     need = sum(counts.values())
+    # group the pool by class once (a stable sort), not one scan of the pool per class: linear in
+    # the pool for 10,000+ classes
+    order = np.argsort(classes, kind="stable")
+    bounds = np.searchsorted(classes[order], np.arange(labels.shape[1] + 1))
+    sizes = np.diff(bounds)
+    short = np.flatnonzero(sizes < need)
+    if len(short):
+        wanted = " + ".join(f"{name} {n}" for name, n in counts.items())
+        c = int(short[0])
+        raise ValueError(
+            f"protocol {protocol.name}: class {c} has {int(sizes[c])} items available, needs {need} ({wanted})"
+            + (f"; {len(short)} classes are short" if len(short) > 1 else "")
+        )
     out: dict[str, list[np.ndarray]] = {name: [] for name in counts}
     for c in range(labels.shape[1]):
-        members = pool[classes == c]
-        if len(members) < need:
-            wanted = " + ".join(f"{name} {n}" for name, n in counts.items())
-            raise ValueError(
-                f"protocol {protocol.name}: class {c} has {len(members)} items available, needs {need} ({wanted})"
-            )
+        members = pool[order[bounds[c]:bounds[c + 1]]]
         chosen = rng.permutation(members)[:need]
         start = 0
         for name, n in counts.items():

@@ -30,7 +30,7 @@ class HashLoss(nn.Module):
     """A hashing objective on one code length: `forward(u, labels, index) -> scalar`.
 
     `u` is the raw head output `[B, bits]` (no tanh: each loss squashes itself), `labels` a
-    float multi-hot `[B, C]` (single-label data is one-hot), `index` the training-set positions
+    float multi-hot `[B, C]` (single-label data is one-hot) or class ids `[B]`, `index` the training-set positions
     `[B]` of the batch items. `forward` checks the inputs; subclasses write `compute_loss`.
     """
 
@@ -51,6 +51,8 @@ class HashLoss(nn.Module):
     def forward(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if u.dim() != 2 or u.shape[1] != self.bits:
             raise ValueError(f"u: expected shape [B, {self.bits}], got {list(u.shape)}")
+        if labels.dim() == 1:
+            labels = ids_to_multi_hot(labels, self.num_classes)
         if labels.dim() != 2 or labels.shape != (u.shape[0], self.num_classes):
             raise ValueError(f"labels: expected shape [{u.shape[0]}, {self.num_classes}], got {list(labels.shape)}")
         if index.dim() != 1 or index.shape[0] != u.shape[0]:
@@ -64,6 +66,20 @@ class HashLoss(nn.Module):
         return f"bits={self.bits}, num_classes={self.num_classes}, num_train={self.num_train}"
 
 
+def ids_to_multi_hot(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class ids `[B]` (the compact single-label form, `nhl.labels`) as one-hot `[B, C]` rows.
+
+    Only a batch is expanded (B x C, 2.5 MB for 64 items at 10,000 classes), never a split.
+    """
+    if ids.is_floating_point() and not bool((ids == ids.round()).all()):
+        raise ValueError("labels: class ids must be integers")
+    ids = ids.long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+        raise ValueError(f"labels: class ids must lie in [0, {num_classes}), got values in "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return torch.nn.functional.one_hot(ids, num_classes).float()
+
+
 class MemoryBankMixin:
     """Buffers `bank_codes [num_train, bits]`, `bank_labels [num_train, C]`, `bank_seen [num_train]`.
 
@@ -71,6 +87,9 @@ class MemoryBankMixin:
     `forward` twice with the same `u` gives the same bank and loss) and happens only in training
     mode: in eval mode the bank is read but never written, so scoring held-out items cannot leak
     their labels into it.
+
+    Limit: `bank_labels` is dense, 4 N C bytes (4 GB for 100,000 training items at 10,000 classes);
+    with many classes prefer a centre loss (csq) or `pairs="batch"`, which keeps no bank.
     """
 
     def _init_memory_bank(self) -> None:

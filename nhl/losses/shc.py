@@ -10,6 +10,18 @@ from nhl.losses.base import register_loss
 from nhl.losses.csq import CSQLoss
 from nhl.losses.semantic_centers import resolve_class_similarity, semantic_centers
 
+# Stage (b) keeps dense [C, C] matrices (the similarity, and one float64 distance matrix per
+# length: 6 x 8 C^2 bytes, 4.8 GB at 10,000 classes) and each flip sweep costs C^2 x bits x lengths.
+# Beyond this many classes SHC is refused with a one-line error; CSQ with `train.centers: prefix`
+# (linear-time centres, `nhl.losses.centers_scalable`) is the many-class choice.
+MAX_CLASSES = 2000
+
+
+def _check_class_count(num_classes: int) -> None:
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"losses.shc: semantic centres need dense [C, C] class matrices; {num_classes:,} classes "
+                         f"is beyond the supported {MAX_CLASSES:,} (use loss csq with train.centers: prefix)")
+
 
 @register_loss("shc")
 class SHCLoss(CSQLoss):
@@ -32,13 +44,17 @@ class SHCLoss(CSQLoss):
 
     Hyper-parameters: quant_weight (lambda, 1e-4), class_similarity (None), min_distance_fraction
     (0.25: CSQ's bits/4 separation), centers (`[C, bits]` +-1, used as-is), seed (initial centres and
-    flip order). Uses: per-class centres (buffer); no memory bank; not pairwise.
+    flip order). Uses: per-class centres (buffer); no memory bank; not pairwise. Limit: at most
+    `MAX_CLASSES` (2,000) classes when it builds its own centres (see `MAX_CLASSES`).
     """
 
     def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 1e-4,
                  class_similarity: Any = None, min_distance_fraction: float = 0.25,
                  centers: torch.Tensor | None = None, seed: int = 0) -> None:
-        similarity = resolve_class_similarity(class_similarity, num_classes)
+        if centers is None:
+            _check_class_count(num_classes)
+        if num_classes <= MAX_CLASSES:       # checked even when centres are given (as before)
+            similarity = resolve_class_similarity(class_similarity, num_classes)
         if centers is None:
             centers = semantic_centers(similarity, [bits], seed=seed, min_distance_fraction=min_distance_fraction)
         super().__init__(bits, num_classes, num_train, quant_weight=quant_weight, centers=centers, seed=seed)
@@ -48,5 +64,6 @@ class SHCLoss(CSQLoss):
     def prefix_centers(cls, num_classes: int, lengths: Sequence[int], seed: int = 0, class_similarity: Any = None,
                        min_distance_fraction: float = 0.25, **_: Any) -> torch.Tensor:
         """`[C, max(lengths)]` centres optimised jointly over `lengths` (prefix-consistent)."""
+        _check_class_count(num_classes)
         similarity = resolve_class_similarity(class_similarity, num_classes)
         return semantic_centers(similarity, lengths, seed=seed, min_distance_fraction=min_distance_fraction)

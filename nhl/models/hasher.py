@@ -86,15 +86,20 @@ def to_codes(raw: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_loader(model: Hasher, loader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode every batch of a loader yielding `(images, labels, index)`: returns (codes int8, labels float)."""
+def encode_loader(model: Hasher, loader, device: torch.device | str = "cpu",
+                  keep_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode every batch of a loader yielding `(images, labels, index)`: returns (codes int8, labels float).
+
+    `keep_labels=False` returns None for the labels (callers that take compact labels from the
+    dataset itself; with many classes the stacked multi-hot rows would be [N, C])."""
     codes, labels = [], []
     for images, batch_labels, *_ in loader:
         codes.append(model.encode(images.to(device)).cpu())
-        labels.append(batch_labels.float())
+        if keep_labels:
+            labels.append(batch_labels.float())
     if not codes:
         raise ValueError("encode: the data loader yielded no items (empty split?)")
-    return torch.cat(codes), torch.cat(labels)
+    return torch.cat(codes), (torch.cat(labels) if keep_labels else None)
 
 
 def save_hasher(model: Hasher, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

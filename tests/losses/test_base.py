@@ -87,3 +87,16 @@ def test_forward_checks_shapes():
     with pytest.raises(ValueError, match=r"u: expected shape \[B, 4\]"):
         loss(torch.zeros(2, 5), y, i)
     assert loss(u, y, i).item() == pytest.approx(1.0)  # max(0, 1 - 0) everywhere
+
+
+def test_class_ids_give_the_same_loss_as_one_hot_rows():
+    """The compact single-label form: ids [B] are expanded per batch to the one-hot rows."""
+    torch.manual_seed(0)
+    u, ids = torch.randn(6, 16), torch.tensor([0, 3, 3, 1, 2, 0])
+    loss = build_loss("csq", bits=16, num_classes=4, num_train=6)
+    one_hot = torch.zeros(6, 4)
+    one_hot[torch.arange(6), ids] = 1
+    index = torch.arange(6)
+    torch.testing.assert_close(loss(u, ids, index), loss(u, one_hot, index))
+    with pytest.raises(ValueError, match=r"labels: class ids must lie in \[0, 4\)"):
+        loss(u, torch.tensor([0, 1, 2, 3, 4, 0]), index)

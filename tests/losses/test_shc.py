@@ -167,3 +167,15 @@ def test_the_search_ends_where_no_single_feasible_flip_improves():
             flipped[r, b] = -flipped[r, b]
             feasible = all(min(pair_distances(flipped, k).values()) >= d for k, d in zip(lengths, floors))
             assert not feasible or objective(flipped, lengths, floors, SIM) >= current - 1e-12, (r, b)
+
+
+def test_shc_states_its_class_limit_in_one_line():
+    from nhl.losses.shc import MAX_CLASSES, SHCLoss
+
+    with pytest.raises(ValueError, match=r"losses.shc: .*10,000 classes is beyond the supported 2,000"):
+        build_loss("shc", bits=16, num_classes=10_000, num_train=10)
+    with pytest.raises(ValueError, match="beyond the supported"):
+        SHCLoss.prefix_centers(MAX_CLASSES + 1, [8, 16])
+    # given centres (e.g. from the scalable generator) are used as-is at any class count
+    loss = build_loss("shc", bits=8, num_classes=5000, num_train=10, centers=torch.ones(5000, 8))
+    assert loss.centers.shape == (5000, 8)
