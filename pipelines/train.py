@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nhl.orchestration import stage_error
+
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train_from_manifest(config, args.manifest, args.out / f"{mid}.pt", mid, resume=args.resume,
                                      track=not args.no_track, progress=sys.stderr.isatty())
     except (ValueError, OSError, FloatingPointError) as err:  # OSError: unreadable input, unwritable output
-        print(f"train: error: {err}", file=sys.stderr)
+        print(stage_error("train", err), file=sys.stderr)
         return 2
     print(f"train: {mid}: best epoch {result.best_epoch}/{result.epochs_run}, val mAP {result.best_score:.4f}, "
           f"{result.train_seconds:.1f} s, peak {result.peak_memory_mb:.0f} MiB -> {args.out / (mid + '.pt')}")
