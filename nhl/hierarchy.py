@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from nhl.retrieval_inputs import check_inputs
+
 ROOT = "<root>"
 _PACKAGE_DIR = "hierarchies"
 
@@ -206,8 +208,6 @@ def hierarchical_precision_curves(query_codes: Any, query_labels: Any, db_codes:
     `hierarchy`: a `Hierarchy`, a shipped name, a YAML path, or a `[C, C]` class-similarity matrix.
     Queries are processed `chunk` at a time, so memory is O(chunk x database size).
     """
-    from nhl.metrics import check_inputs
-
     check_inputs(query_codes, query_labels, db_codes, db_labels)
     from nhl.labels import label_form, to_dense
 

@@ -5,6 +5,10 @@ flow never calls the stage scripts itself: it runs `dvc repro <target>` as a sub
 reads what DVC printed. A failure becomes a `StageFailed` naming the stage and its exit
 status; a failed data-validation gate becomes `ValidationFailed`, which carries the failed
 checks from `reports/validation/result.json` and is never worth retrying.
+
+`dvc repro` deletes a stage's outputs before it runs the stage's command, so a failed stage leaves
+the workspace without them; they are still in the DVC cache, recorded in dvc.lock, and
+`dvc checkout <stage>` puts them back. Failure messages end by saying so (`restore_hint`).
 """
 
 from __future__ import annotations
@@ -45,13 +49,30 @@ class StageFailed(RuntimeError):
         self.exit_code = int(exited.group(1)) if exited else None
         tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
         what = f"stage {self.stage!r} exited with {self.exit_code}" if self.stage else f"dvc exited with {returncode}"
-        super().__init__(f"dvc repro {' '.join(self.targets)}: {what}\n{tail}")
+        restore = f"\n{restore_hint(self.stage)}" if self.stage else ""   # no stage: DVC removed nothing
+        super().__init__(f"dvc repro {' '.join(self.targets)}: {what}\n{tail}{restore}")
 
     @property
     def transient(self) -> bool:
         """Worth a retry: DVC itself failed (a held lock, I/O) or the command was killed or crashed
         with a status other than the stage scripts' deliberate ones (`PERMANENT_EXIT_CODES`)."""
         return self.exit_code is None or self.exit_code not in PERMANENT_EXIT_CODES
+
+
+def restore_hint(stage: str | None = None) -> str:
+    """How to get a failed stage's last good outputs back (see the module doc), or "" when there is
+    no stage: `stage` defaults to `DVC_STAGE`, which DVC sets for the commands it runs."""
+    stage = stage or os.environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    return (f"DVC removed the previous outputs of stage {stage!r} before running it; "
+            f"`dvc checkout {stage}` restores the last good ones from the DVC cache")
+
+
+def stage_error(name: str, err: BaseException | str) -> str:
+    """A stage script's one-line error `<name>: error: <err>`, ending with `restore_hint()` under DVC."""
+    hint = restore_hint()
+    return f"{name}: error: {err}" + (f"; {hint}" if hint else "")
 
 
 class ValidationFailed(RuntimeError):

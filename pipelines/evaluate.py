@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from nhl.orchestration import stage_error
+
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.log_results(record["bits"])
                 run.log_artifact(args.metrics_dir / f"{model_id}.json")
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
-        print(f"evaluate: error: {err}", file=sys.stderr)
+        print(stage_error("evaluate", err), file=sys.stderr)
         return 2
     maps = ", ".join(f"{k}: {v['map']:.4f}" for k, v in record["bits"].items())
     print(f"evaluate: {model_id}: mAP {maps} -> {args.metrics_dir / (model_id + '.json')}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from nhl import atomic
 from nhl.data.raw import save_source
 from nhl.data.sources import load
+from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic.directory(out) as tmp:
             save_source(data, tmp)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
-        print(f"fetch: error: {err}", file=sys.stderr)
+        print(stage_error("fetch", err), file=sys.stderr)
         return 2
     skipped = f", {len(data.missing)} missing images skipped" if data.missing else ""
     print(f"fetch: {data.name}: {len(data):,} items, {data.num_classes} classes -> {out}{skipped}")

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nhl.orchestration import stage_error
+
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs (and in the flow)
 
 REPORT = Path("reports/promotion.md")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         decisions = promote_project(args.project, args.params, args.loss)
     except (ValueError, FileNotFoundError) as err:
-        print(f"promote: error: {err}", file=sys.stderr)
+        print(stage_error("promote", err), file=sys.stderr)
         return 2
     for decision in decisions:
         print(f"promote: {decision.summary()}")

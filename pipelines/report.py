@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from nhl.orchestration import stage_error
+
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 # params.yaml sections quoted in the report's header: what produced the numbers.
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
                     run.log_artifact(paths[key])
     except (ValueError, FileNotFoundError) as err:
-        print(f"report: error: {err}", file=sys.stderr)
+        print(stage_error("report", err), file=sys.stderr)
         return 2
     missing = [m for m, row in report.data["models"].items() if not row["present"]]
     print(f"report: {len(report.data['models']) - len(missing)} of {len(report.data['models'])} models "

@@ -17,6 +17,7 @@ from nhl import atomic
 from nhl.data.manifest import write_manifest
 from nhl.data.raw import load_source
 from nhl.data.splits import get_protocol, make_split
+from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic.directory(args.out) as tmp:
             meta = write_manifest(tmp, frame, meta)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
-        print(f"split: error: {err}", file=sys.stderr)
+        print(stage_error("split", err), file=sys.stderr)
         return 2
     sizes = ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items())
     print(f"split: {source.name} by {protocol.name} (seed {seed}): {sizes} -> {args.out} [{meta['content_hash'][:19]}]")

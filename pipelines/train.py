@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from nhl.orchestration import stage_error
+
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train_from_manifest(config, args.manifest, args.out / f"{mid}.pt", mid, resume=args.resume,
                                      track=not args.no_track, progress=sys.stderr.isatty())
     except (ValueError, OSError, FloatingPointError) as err:  # OSError: unreadable input, unwritable output
-        print(f"train: error: {err}", file=sys.stderr)
+        print(stage_error("train", err), file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") != "0":   # under torchrun every rank returns the same result; one line
         return 0

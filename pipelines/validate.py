@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nhl.data.audit import write_report
 from nhl.data.validation import validate_manifest
+from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         result = validate_manifest(args.manifest, sample=sample, seed=seed)
         write_report(result, args.out)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
-        print(f"validate: error: {err}", file=sys.stderr)
+        print(stage_error("validate", err), file=sys.stderr)
         return 2
     if not result.success:
         print(f"validate: {result.message()}; see {args.out / 'audit.md'}", file=sys.stderr)

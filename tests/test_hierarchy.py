@@ -3,7 +3,11 @@ brute-force per-query loop."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +191,32 @@ def test_mahp_rejects_bad_inputs(six_classes):
         mean_average_hierarchical_precision(qc, ql, dc, dl, np.full((6, 6), 2.0))
     with pytest.raises(ValueError, match="codes"):
         mean_average_hierarchical_precision(qc * 2, ql, dc, dl, six_classes)
+
+
+def _imports_of(module_file: Path) -> set[str]:
+    """Every module named by an import statement anywhere in the file (lazy imports included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module_file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_hierarchy_and_metrics_do_not_import_each_other():
+    # the dependency runs one way: nhl.metrics -> nhl.hierarchy -> nhl.retrieval_inputs
+    import nhl.hierarchy
+    import nhl.metrics
+    import nhl.retrieval_inputs
+
+    assert "nhl.metrics" not in _imports_of(Path(nhl.hierarchy.__file__))
+    assert not {m for m in _imports_of(Path(nhl.retrieval_inputs.__file__)) if m.startswith("nhl")}
+    probe = ("import sys, nhl.hierarchy; print(sorted(m for m in sys.modules if m.startswith('nhl')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert "nhl.hierarchy" in loaded and "nhl.metrics" not in loaded
+    # the hierarchical metric stays importable with the others
+    assert nhl.metrics.mean_average_hierarchical_precision is mean_average_hierarchical_precision

@@ -1,9 +1,9 @@
 """`nhl encode SOURCE --model M --out codes.npz`: images -> a packed codes file for `nhl search`.
 
-SOURCE is a split manifest directory (one split, default `database`; ids are the manifest's
-`item_id`s, labels are kept), an image folder (searched recursively, sorted; ids are positions,
-names the relative paths) or a single image file. The model encodes in eval mode, so an image
-gets the same code alone as in a batch.
+SOURCE (or `--manifest DIR`) is a split manifest directory (one split, default `database`; ids are
+the manifest's `item_id`s; labels, and the image paths of file-based data, are kept), an image
+folder (searched recursively, sorted; ids are positions, names the relative paths) or a single
+image file. The model encodes in eval mode, so an image gets the same code alone as in a batch.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode", help="encode images (a manifest split, a folder or a file) into a codes file",
         description="Encode images with a trained model into a codes file (.npz: packed codes of the "
                     "longest length, ids, model info) for `nhl search`.")
-    parser.add_argument("source", type=Path,
+    parser.add_argument("source", type=Path, nargs="?",
                         help="a split manifest directory (manifest.csv + manifest.json), an image folder or an image file")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="the split manifest directory to encode, as in `nhl train` / `nhl evaluate` "
+                             "(instead of SOURCE)")
     parser.add_argument("--model", required=True, help="trained model file (models/<model_id>.pt)")
     parser.add_argument("--out", type=Path, required=True, help="codes file to write (.npz)")
     parser.add_argument("--split", default="database",
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    args.source = source_of(args)
     if not args.source.exists():
         raise FileNotFoundError(f"source {args.source} does not exist")
     model, info = resolve_model(args.model)
@@ -54,12 +58,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def source_of(args: argparse.Namespace) -> Path:
+    """SOURCE or --manifest (exactly one); --manifest must be a manifest directory."""
+    if (args.source is None) == (args.manifest is None):
+        raise ValueError("source: give an image folder, an image file or a manifest directory, either as SOURCE "
+                         "or as --manifest DIR (exactly one of them)")
+    if args.manifest is not None and not is_manifest(args.manifest):
+        raise FileNotFoundError(f"--manifest {args.manifest}: expected a split manifest directory "
+                                f"(holding manifest.csv and manifest.json)")
+    return args.source if args.source is not None else args.manifest
+
+
 def is_manifest(path: Path) -> bool:
     return path.is_dir() and (path / "manifest.csv").is_file()
 
 
 def encode_manifest(model, args: argparse.Namespace):
-    """(packed codes, item ids, None, labels) of one split of a manifest."""
+    """(packed codes, item ids, image paths (None for in-memory data), labels) of one split of a manifest."""
     from torch.utils.data import DataLoader
 
     from nhl.codes import encode_batches
@@ -73,7 +88,10 @@ def encode_manifest(model, args: argparse.Namespace):
         raise ValueError(f"manifest {args.source}: split {args.split!r} has no items")
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     packed = encode_batches(model, (images for images, *_ in loader))
-    return packed, dataset.item_ids, None, dataset.labels.numpy()
+    names = None
+    if dataset.root is not None:      # file-based data: each item's image file, as a path one can open
+        names = [str(dataset.root / path) for path in dataset.frame["path"].astype(str)]
+    return packed, dataset.item_ids, names, dataset.labels.numpy()
 
 
 def encode_files(model, source: Path, size: int | None, batch_size: int):

@@ -1,10 +1,12 @@
-"""`nhl search CODES QUERY... [--bits k] [--index flat|funnel|hash]`: top-k ids by Hamming distance.
+"""`nhl search CODES QUERY... [--bits k] [--index flat|funnel|hash]`: top-k items by Hamming distance.
 
-Queries are image files or folders (encoded with `--model`, by default the model recorded in the
-codes file) or a query codes file (`--query-codes`). `--bits k` searches with the k-bit prefixes
-of a nested model's codes (k must be one of its lengths). Index kinds (registry `SEARCHERS`):
-`flat` (exact FAISS scan), `funnel` (nested funnel: bucket lookup on a short prefix, re-ranking on
-longer ones; approximate) and `hash` (FAISS buckets on the first bits, approximate).
+`--codes CODES` and `--query QUERY` (repeatable) are the same as options. Queries are image files
+or folders (encoded with `--model`, by default the model recorded in the codes file) or a query
+codes file (`--query-codes`). `--bits k` searches with the k-bit prefixes of a nested model's
+codes (k must be one of its lengths). Index kinds (registry `SEARCHERS`): `flat` (exact FAISS
+scan), `funnel` (nested funnel: bucket lookup on a short prefix, re-ranking on longer ones;
+approximate) and `hash` (FAISS buckets on the first bits, approximate). Each result shows its id
+and distance, and the image path and label indices when the codes file holds them.
 """
 
 from __future__ import annotations
@@ -80,8 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "search", help="top-k nearest codes of query images or codes",
         description="Search a codes file (from `nhl encode`) with query images or a query codes file; "
                     "prints the top-k database ids with their Hamming distances.")
-    parser.add_argument("codes", type=Path, help="database codes file (.npz from `nhl encode`)")
+    parser.add_argument("codes", type=Path, nargs="?", help="database codes file (.npz from `nhl encode`)")
     parser.add_argument("queries", type=Path, nargs="*", help="query image files or folders")
+    parser.add_argument("--codes", type=Path, dest="codes_option", metavar="CODES", default=None,
+                        help="the database codes file, as an option (then every positional is a query)")
+    parser.add_argument("--query", type=Path, action="append", default=[], metavar="QUERY",
+                        help="a query image file or folder, as an option (repeatable)")
     parser.add_argument("--query-codes", type=Path, default=None, help="a query codes file instead of images")
     parser.add_argument("--model", default=None,
                         help="model that encodes query images (default: the one recorded in the codes file)")
@@ -109,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--index: unknown index kind {args.index!r}; known: {', '.join(SEARCHERS)}")
     if args.k < 1:
         raise ValueError(f"-k: expected a positive number of results, got {args.k}")
+    args.codes, args.queries = codes_and_queries(args)
     if bool(args.queries) == (args.query_codes is not None):
         raise ValueError("queries: give query image files/folders or --query-codes (exactly one of them)")
     db = load_codes(args.codes)
@@ -123,9 +130,11 @@ def run(args: argparse.Namespace) -> int:
     for label, d_row, i_row in zip(q_labels, distances, rows):
         found = [(int(i), int(d)) for i, d in zip(i_row, d_row) if i >= 0]
         items = [{"id": int(db.ids[i]), "distance": d} for i, d in found]
-        if db.names is not None:
-            for item, (i, _) in zip(items, found):
-                item["name"] = str(db.names[i])
+        for item, (i, _) in zip(items, found):
+            if db.names is not None:
+                item["name"] = str(db.names[i])        # the image path of file-based data
+            if db.labels is not None:
+                item["labels"] = [c for c, on in enumerate(db.labels[i]) if on > 0]
         results.append({"query": label, "results": items})
     if args.json:
         print(json.dumps({"codes": str(args.codes), "bits": bits, "index": args.index, "k": args.k,
@@ -133,6 +142,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(results)
     return 0
+
+
+def codes_and_queries(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """(codes file, query paths) from the positionals `CODES QUERY...` and/or `--codes` / `--query`."""
+    positionals = ([args.codes] if args.codes is not None else []) + list(args.queries)
+    if args.codes_option is not None:
+        return args.codes_option, positionals + args.query
+    if not positionals:
+        raise ValueError("codes: give the database codes file (CODES or --codes FILE)")
+    return positionals[0], positionals[1:] + args.query
 
 
 def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
@@ -171,9 +190,13 @@ def _warn_other_model(info: dict, db_info: dict, what: str, codes_path: Path) ->
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    """One line per result: query, rank, id, distance, and the image path and labels where known."""
     has_names = any("name" in item for r in results for item in r["results"])
-    header = ["query", "rank", "id", "distance"] + (["name"] if has_names else [])
+    has_labels = any("labels" in item for r in results for item in r["results"])
+    header = (["query", "rank", "id", "distance"] + (["labels"] if has_labels else [])
+              + (["path"] if has_names else []))
     lines = [[str(r["query"]), str(rank), str(item["id"]), str(item["distance"])]
+             + ([" ".join(map(str, item.get("labels", [])))] if has_labels else [])
              + ([item.get("name", "")] if has_names else [])
              for r in results for rank, item in enumerate(r["results"], 1)]
     widths = [max([len(h)] + [len(row[c]) for row in lines]) for c, h in enumerate(header)]

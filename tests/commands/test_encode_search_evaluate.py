@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,14 +178,55 @@ def test_search_with_query_images_uses_the_recorded_model(cli, env, capsys):
     check_against_brute_force(result, q_codes, db, 8, 5)
 
 
-def test_search_prints_a_table(cli, env, capsys):
+def test_search_prints_a_table_with_each_result_labels(cli, env, capsys, digits_splits):
     encoded(cli, env, "database")
     query = sorted((env / "queries").iterdir())[0]
     assert cli("search", env / "database.npz", query, "-k", 3) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["query", "rank", "id", "distance"]
+    assert lines[0].split() == ["query", "rank", "id", "distance", "labels"]
     assert [line.split()[1] for line in lines[1:]] == ["1", "2", "3"]
     assert all(line.split()[0] == str(query) for line in lines[1:])
+    label_of = dict(zip(digits_splits.frame["item_id"], digits_splits.frame["labels"]))   # the manifest's strings
+    assert all(line.split()[4] == label_of[int(line.split()[2])] for line in lines[1:])
+
+
+def test_codes_and_query_options_name_the_same_as_the_positionals(cli, env, capsys):
+    encoded(cli, env, "database")
+    queries = sorted((env / "queries").iterdir())[:3]
+    positional = search_json(cli, capsys, env / "database.npz", *queries, "-k", 4)
+    as_options = search_json(cli, capsys, "--codes", env / "database.npz", "--query", queries[0],
+                             "--query", queries[1], "--query", queries[2], "-k", 4)
+    codes_option = search_json(cli, capsys, *queries, "--codes", env / "database.npz", "-k", 4)
+    assert as_options == positional == codes_option and len(positional["queries"]) == 3
+    # and `--manifest DIR` encodes the same split as the positional directory
+    assert cli("encode", "--manifest", env / "splits", "--model", env / "model.pt", "--out", env / "m.npz") == 0
+    by_option, by_position = load_codes(env / "m.npz"), encoded(cli, env, "database")
+    np.testing.assert_array_equal(by_option.packed, by_position.packed)
+    np.testing.assert_array_equal(by_option.ids, by_position.ids)
+
+
+def test_search_of_file_based_data_prints_image_paths_and_labels(cli, env, capsys, digits_splits, tmp_path):
+    """A manifest with a `path` column: each result names its image file and its labels."""
+    from nhl.data.manifest import split_frame, write_manifest
+
+    query = split_frame(digits_splits.frame, "query")
+    frame = query.assign(path=[f"q{i:04d}.png" for i in query["item_id"]], split="database").drop(columns="row")
+    write_manifest(tmp_path / "files", frame, {"num_classes": 10, "root": str(env / "queries")})
+    assert cli("encode", "--manifest", tmp_path / "files", "--model", env / "model.pt", "--out",
+               tmp_path / "files.npz") == 0
+    one = env / "queries" / frame["path"].iloc[0]
+    capsys.readouterr()
+    result = search_json(cli, capsys, tmp_path / "files.npz", one, "-k", 3)
+    top = result["queries"][0]["results"]
+    label_of = dict(zip(frame["item_id"], frame["labels"]))
+    for item in top:
+        assert item["name"] == str(env / "queries" / f"q{item['id']:04d}.png") and Path(item["name"]).is_file()
+        assert " ".join(map(str, item["labels"])) == label_of[item["id"]]
+    assert top[0]["distance"] == 0 and top[0]["name"] == str(one)     # the query image itself, first
+    assert cli("search", tmp_path / "files.npz", one, "-k", 3) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["query", "rank", "id", "distance", "labels", "path"]
+    assert [line.split()[-1] for line in lines[1:]] == [item["name"] for item in top]
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -253,6 +295,12 @@ def test_bad_inputs_are_one_line_errors(cli, env, capsys, tmp_path):
         (("encode", env / "queries", "--model", tmp_path / "no.pt", "--out", tmp_path / "x.npz"), "model file .*no.pt does not exist"),
         (("encode", env / "splits", "--model", model, "--split", "test", "--out", tmp_path / "x.npz"), "--split: unknown split 'test'"),
         (("encode", env / "queries", "--model", model, "--out", tmp_path / "x.npz", "--batch-size", 0), "--batch-size"),
+        (("encode", "--model", model, "--out", tmp_path / "x.npz"), "either as SOURCE or as --manifest DIR"),
+        (("encode", env / "queries", "--manifest", env / "splits", "--model", model, "--out", tmp_path / "x.npz"),
+         "exactly one of them"),
+        (("encode", "--manifest", env / "queries", "--model", model, "--out", tmp_path / "x.npz"),
+         "--manifest .*queries: expected a split manifest directory"),
+        (("search", "--query", one_image), "codes: give the database codes file"),
         (("search", tmp_path / "none.npz", "--query-codes", env / "query.npz"), "codes file .*none.npz does not exist"),
         (("search", db_path, "--query-codes", tmp_path / "none.npz"), "codes file .*none.npz does not exist"),
         (("search", db_path, "--query-codes", env / "query.npz", "--index", "lsh"), "--index: unknown index kind 'lsh'; known: flat, hash, funnel"),

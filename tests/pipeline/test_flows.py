@@ -208,6 +208,7 @@ def test_nhl_schedule_once_runs_the_flow_and_reports_a_failure(prefect, project,
     err = capfd.readouterr().err   # Prefect's log lines may come first
     assert "nhl schedule: retrain failed: dvc repro split: stage 'split' exited with 2" in err.splitlines()
     assert "needs 500 (query 500)" in err.split("nhl schedule: retrain failed")[1]
+    assert "`dvc checkout split` restores the last good ones" in err.split("nhl schedule: retrain failed")[1]
 
 
 def _free_port() -> int:
