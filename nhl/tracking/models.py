@@ -45,10 +45,14 @@ def pinned_requirements(packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[
 
 def log_hasher(model_file: str | os.PathLike, name: str = "model") -> Any:
     """Log a model file as a pyfunc model of the active run; returns MLflow's `ModelInfo`."""
+    import warnings
+
     import mlflow
 
-    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), \
+    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), warnings.catch_warnings(), \
             scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        # "add type hints to predict": the input is images or base64 files, checked by the model itself
+        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
         return mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
                                        artifacts={HASHER_ARTIFACT: str(model_file)},
                                        pip_requirements=pinned_requirements())
