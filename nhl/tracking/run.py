@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from nhl.envvars import keep_environ
 from nhl.tracking.provenance import PIPELINE_RUN_TAG, git_state, pipeline_run_tag
 from nhl.tracking.records import epoch_metrics, flatten_params, result_metrics
+from nhl.tracking.stale import mark_stale_runs, process_tags
 from nhl.tracking.store import DEFAULT_EXPERIMENT, fail_fast, find_project_root, setup_experiment, tracking_uri
 
 # The package's logger name, stable for users filtering it; its own level is set so our one-line
@@ -37,7 +38,9 @@ class ModelRun:
         run.log_model(model_path)
     ```
     The run is named after `model_id` and tagged with it, the DVC stage (`stage` or
-    `$DVC_STAGE`), the git commit and `nhl.pipeline_run`. `resume=<run id>` reopens an earlier
+    `$DVC_STAGE`), the git commit, `nhl.pipeline_run` and the process id and host (`nhl.pid`,
+    `nhl.host`); an earlier RUNNING run of the same model whose process is gone is first marked
+    KILLED (`nhl.tracking.stale`). `resume=<run id>` reopens an earlier
     run instead (e.g. evaluation adding its metrics to the training run): only `tags` are
     added, and the run keeps its status if the block raises. If the store cannot be reached on
     entry, one warning is logged, `skipped` is True, `run_id` None and every method does
@@ -119,8 +122,13 @@ class ModelRun:
             PIPELINE_RUN_TAG: pipeline_run_tag(self.project_root),
             **({"nhl.stage": self.stage} if self.stage else {}),
             **({"mlflow.source.git.commit": commit, "nhl.git_dirty": str(bool(diff)).lower()} if commit else {}),
+            **process_tags(),
             **self.tags,
         }
+        with fail_fast(self.uri):      # an earlier run of this model whose process died is no longer RUNNING
+            for run_id in mark_stale_runs(client, [experiment_id], self.model_id):
+                log.warning(f"MLflow run {run_id} of {self.model_id} was left RUNNING by a process that is gone; "
+                            "marked KILLED")
         # An inherited MLFLOW_RUN_ID would make start_run reopen that run for every model.
         with fail_fast(self.uri), keep_environ("MLFLOW_RUN_ID"):
             os.environ.pop("MLFLOW_RUN_ID", None)
