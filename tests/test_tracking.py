@@ -234,6 +234,28 @@ def test_a_logged_model_holding_a_crafted_file_is_refused(store, tmp_path):
         tracking.load_logged_model(uri, project_root=store)
     assert not marker.exists()
 
+
+def test_a_logged_model_that_is_not_ours_is_refused_unread(store, tmp_path):
+    """A pyfunc model logged as a cloudpickled object (whose unpickling would run code) has no nhl
+    model file: one-line "not an nhl model", and its pickle is never loaded."""
+    import mlflow
+
+    marker = tmp_path / "PWNED"
+
+    class Evil(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    with tracking.ModelRun("csq-nhl-foreign", project_root=store):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Evil(), pip_requirements=["numpy"])
+    with pytest.raises(ValueError, match="not an nhl model") as caught:
+        tracking.load_logged_model(info.model_uri, project_root=store)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
 def test_failure_inside_the_block_marks_the_run_failed_and_propagates(store):
     with pytest.raises(FloatingPointError):
         with tracking.ModelRun("csq-baseline-8", project_root=store) as run:

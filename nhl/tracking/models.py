@@ -49,13 +49,19 @@ def log_hasher(model_file: str | os.PathLike, name: str = "model") -> Any:
 
     import mlflow
 
-    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), warnings.catch_warnings(), \
+    # MLflow resets warning filters around its "add type hints to predict" warning (our input is
+    # images or base64 files, checked by the model itself), so warnings are recorded and the
+    # others passed on.
+    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), \
+            warnings.catch_warnings(record=True) as caught, \
             scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-        # "add type hints to predict": the input is images or base64 files, checked by the model itself
-        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
-        return mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
+        info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
                                        artifacts={HASHER_ARTIFACT: str(model_file)},
                                        pip_requirements=pinned_requirements())
+    for item in caught:
+        if "type hint" not in str(item.message):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return info
 
 
 def load_logged_model(run_id: str, name: str = "model", project_root: str | os.PathLike | None = None,
