@@ -172,7 +172,8 @@ def safe_torch_load(path: str | os.PathLike, what: str, map_location: str | torc
     except Exception as err:  # truncated or not a torch file
         reason = _first_line(err).split(". ")[0]
         tail = f"; {fix}" if fix else ""
-        raise ValueError(f"{what} {path}: cannot be read as an nhl file ({type(err).__name__}: {reason}){tail}") from None
+        raise ValueError(f"{what} {path}: cannot be read as an nhl file "
+                         f"({type(err).__name__}: {reason}){tail}") from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -84,7 +84,8 @@ def load_logged_model(run_id: str, name: str = "model", project_root: str | os.P
             conf = Model.load(str(local)).flavors["python_function"]["artifacts"][HASHER_ARTIFACT]
             path = (local / conf["path"]).resolve()
         except (OSError, KeyError, TypeError) as err:
-            raise ValueError(f"{uri}: not an nhl model (no {HASHER_ARTIFACT!r} model file, {type(err).__name__})") from None
+            raise ValueError(f"{uri}: not an nhl model "
+                             f"(no {HASHER_ARTIFACT!r} model file, {type(err).__name__})") from None
         if not path.is_relative_to(local.resolve()):
             raise ValueError(f"{uri}: not an nhl model (its model file points outside the model)")
         model, _ = load_hasher(path, map_location=map_location)
