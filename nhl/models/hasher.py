@@ -139,13 +139,17 @@ def load_hasher(path: str | os.PathLike, map_location: str | torch.device = "cpu
     try:
         spec_dict = dict(spec)
         spec_dict["lengths"] = tuple(spec_dict["lengths"])
-        model = Hasher(HasherSpec(**spec_dict))
+        with torch.device("meta"):      # shapes only: a spec claiming a huge network allocates nothing
+            model = Hasher(HasherSpec(**spec_dict))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"model file {path}: not an nhl model (bad spec: {_first_line(err)})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"model file {path}: weights do not match its configuration ({_first_line(err)})") from None
+    expected = {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
+    found = {key: (tuple(t.shape), t.dtype) for key, t in state.items()}
+    if found != expected:
+        key = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise ValueError(f"model file {path}: weights do not match its configuration (first difference: "
+                         f"{key[0]}: file {found.get(key[0])}, spec {expected.get(key[0])})")
+    model.load_state_dict(state, assign=True)     # the file's tensors become the weights
     model.eval()
     extra = payload.get("extra", {})
     return model, dict(extra) if isinstance(extra, dict) else {}

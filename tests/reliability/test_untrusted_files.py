@@ -193,6 +193,9 @@ def test_an_older_file_with_numpy_metadata_is_refused_then_converted(tmp_path):
     ({"format": "nhl-hasher/1", "spec": [], "state_dict": {}}, "not an nhl model"),
     ({"format": "nhl-hasher/1", "spec": {}, "state_dict": {"w": "not a tensor"}}, "not an nhl model"),
     ({"format": "something else", "state_dict": {}}, "not an nhl model"),
+    ({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": [8],
+                                         "backbone_kwargs": {"width": 2 ** 20}}, "state_dict": {}},
+     "weights do not match its configuration"),        # a huge network the file does not back: nothing allocated
     (torch.zeros(3), "not an nhl model"),
 ])
 def test_malformed_payloads_are_one_line_errors(tmp_path, payload, fragment):
@@ -207,5 +210,18 @@ def test_saved_models_round_trip_under_the_safe_loader(tmp_path):
     save_hasher(model, tmp_path / "m.pt", extra={"model_id": "tiny", "history": [{"epoch": 1, "loss": 0.5}]})
     loaded, extra = load_hasher(tmp_path / "m.pt")
     assert extra["history"] == [{"epoch": 1, "loss": 0.5}]
+    assert not any(t.is_meta for t in loaded.state_dict().values())
+    assert all(p.requires_grad for p in loaded.parameters())
     x = torch.rand(4, 1, 8, 8)
     assert torch.equal(loaded.encode(x), model.encode(x))
+
+
+def test_weights_of_another_shape_or_dtype_are_one_line_errors(tmp_path):
+    state = tiny_model().state_dict()
+    spec = {"backbone": "smallcnn", "in_channels": 1, "lengths": (8, 16), "backbone_kwargs": {"width": 8}}
+    for key, tensor, fragment in [("head.linear.weight", torch.zeros(3, 3), "(3, 3)"),
+                                  ("head.linear.weight", state["head.linear.weight"].double(), "torch.float64")]:
+        torch.save({"format": "nhl-hasher/1", "spec": spec, "state_dict": {**state, key: tensor}}, tmp_path / "m.pt")
+        with pytest.raises(ValueError, match="weights do not match its configuration") as caught:
+            load_hasher(tmp_path / "m.pt")
+        assert key in str(caught.value) and fragment in str(caught.value)
