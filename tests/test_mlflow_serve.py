@@ -46,7 +46,6 @@ def post(url: str, payload: dict) -> dict:
 
 @pytest.mark.slow
 def test_mlflow_models_serve_gives_the_codes_of_nhl_encode(tmp_path, fresh_store, monkeypatch, capsys):
-    import mlflow
 
     from nhl.models.hasher import Hasher, HasherSpec, save_hasher
     from nhl.registry import versions as v
@@ -60,7 +59,7 @@ def test_mlflow_models_serve_gives_the_codes_of_nhl_encode(tmp_path, fresh_store
                 extra={"model_id": "csq-nhl-full"})
     with ModelRun("csq-nhl-full", project_root=tmp_path) as run:
         run.log_model(model_file)
-    client = mlflow.MlflowClient(uri)
+    client = v.registry_client(tmp_path)     # also MLflow's process-wide URI, which registering reads
     version = v.register_version(client, NAME, client.get_run(run.run_id), {})
     client.set_registered_model_alias(NAME, v.CHAMPION, version.version)
 

@@ -88,7 +88,6 @@ KILLED_AFTER_LOGGING = textwrap.dedent("""
 def test_audit_marks_a_dead_run_and_never_cites_it_as_the_training_run(tmp_path, fresh_store, monkeypatch):
     """A version registered from a run whose process then died: `audit_trail` ends the run as
     KILLED and its training link is broken with the reason."""
-    import mlflow
 
     from nhl.registry import audit_trail
     from nhl.registry import versions as v
@@ -100,7 +99,7 @@ def test_audit_marks_a_dead_run_and_never_cites_it_as_the_training_run(tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     run_id = done.stdout.split()[-1]
-    client = mlflow.MlflowClient(uri)
+    client = v.registry_client(tmp_path)     # also MLflow's process-wide URI, which registering reads
     assert client.get_run(run_id).info.status == "RUNNING"
     version = v.register_version(client, "nhl-orphan", client.get_run(run_id), {})
     client.set_registered_model_alias("nhl-orphan", v.CHAMPION, version.version)
