@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from search_sweep import ROOT, encode_data
 
     from nhl.atomic import write_text
-    from nhl.codes import resolve_model
+    from nhl.serving import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "csq-nhl-full.pt"), help="trained nested model")

@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import append_table, machine  # noqa: E402
 
 from nhl.atomic import write_text  # noqa: E402
-from nhl.codes import Codes, encode_batches, load_codes, resolve_model, save_codes  # noqa: E402
+from nhl.codes import Codes, encode_batches, load_codes, save_codes  # noqa: E402
+from nhl.serving import resolve_model  # noqa: E402
 from nhl.index import FunnelIndex, HashIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

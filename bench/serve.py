@@ -39,7 +39,8 @@ def synthetic_codes(args, out: Path) -> int:
     from search_scale import replicate
     from torch.utils.data import DataLoader
 
-    from nhl.codes import Codes, encode_batches, resolve_model, save_codes
+    from nhl.codes import Codes, encode_batches, save_codes
+    from nhl.serving import resolve_model
     from nhl.data.dataset import load_split
 
     model, info = resolve_model(args.model)

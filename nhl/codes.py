@@ -11,9 +11,9 @@ A codes file is one `.npz` (no pickles) holding
 - optional `names` (image paths, str `[N]`) and `labels` (float32 multi-hot `[N, C]`, or int64
   class ids `[N]` for single-label data: `nhl.labels`).
 
-It is written atomically (a reader sees the old file or the whole new one). Models are loaded in
-one place, `resolve_model(spec)`, so model aliases (e.g. a registry's `champion`) can be added
-there without touching the commands.
+It is written atomically (a reader sees the old file or the whole new one). This layer takes a
+model and returns codes; `model_from_file` loads a model file, and `nhl.serving.resolve_model`
+(above this layer and the registry) also resolves registry names such as `champion`.
 """
 
 from __future__ import annotations
@@ -141,38 +141,23 @@ def load_codes(path: str | os.PathLike) -> Codes:
 # --------------------------------------------------------------------------- models
 
 def resolve_model_path(spec: str | os.PathLike) -> Path:
-    """The model file a `--model` value names (registry aliases are handled by `resolve_model`)."""
+    """The model file a `--model` value names (registry aliases are handled by `nhl.serving.resolve_model`)."""
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     return path
 
 
-def resolve_model(spec: str | os.PathLike, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Load the model a `--model` value names: (Hasher in eval mode, model info for codes files).
-
-    A file path loads that file; `champion` / `challenger` or `models:/<name>@<alias>` /
-    `models:/<name>/<version>` load a registered version through MLflow (an existing file of the
-    same name wins). An alias is pinned to its version number in the info, so a codes file
-    always records the exact model that made it.
-    """
+def model_from_file(path: str | os.PathLike, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Load a model file (`load_hasher`: tensors and plain values only): (Hasher in eval mode, model
+    info for codes files). Registry names (`champion`, `models:/...`) are resolved above this
+    layer, by `nhl.serving.resolve_model`."""
     from nhl.models.hasher import load_hasher
-    from nhl.registry import parse_model_spec
 
-    reference = None if Path(spec).is_file() else parse_model_spec(spec)
-    if reference is not None:
-        from nhl.registry import load_model_version
-
-        model, extra = load_model_version(*reference, map_location=map_location)
-        return model, {"spec": str(spec), "path": extra["model_uri"], "model_id": extra["model_id"],
-                       "lengths": model.lengths, "in_channels": model.spec.in_channels,
-                       "input_size": model.spec.input_size, "sha256": extra["sha256"],
-                       "registered_model": extra["registered_model"], "version": extra["version"],
-                       "mlflow_run_id": extra["mlflow_run_id"]}
-    path = resolve_model_path(spec)
+    path = resolve_model_path(path)
     model, extra = load_hasher(path, map_location=map_location)
     info = {
-        "spec": str(spec),
+        "spec": str(path),
         "path": str(path.resolve()),
         "model_id": extra.get("model_id") or path.stem,
         "lengths": model.lengths,

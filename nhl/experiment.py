@@ -109,8 +109,7 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
         save_hasher(result.model, model_path, extra=extra)
         run.log_metrics({"train_seconds": result.train_seconds, "peak_memory_mb": result.peak_memory_mb,
                          "best_epoch": result.best_epoch, "best_val_map_mean": result.best_score})
-        image, *_ = train_set[0]
-        run.log_model(result.model, image.unsqueeze(0).numpy())
+        run.log_model(model_path)      # the exact file written above, loaded back with `load_hasher`
     shutil.rmtree(workdir, ignore_errors=True)
     return result
 

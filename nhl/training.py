@@ -270,10 +270,9 @@ class Trainer:
         path = self.checkpoint_path
         if not path.exists():
             return False
-        try:
-            payload = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as err:
-            raise ValueError(f"checkpoint {path}: cannot be read ({type(err).__name__}); delete it to start over") from None
+        from nhl.models.hasher import safe_torch_load
+
+        payload = safe_torch_load(path, "checkpoint", self.device, fix="delete it to start over")
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {path}: not an nhl training checkpoint")
         if payload["config"] != self._config_key():

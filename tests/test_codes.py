@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from nhl.codes import CODES_FORMAT, Codes, encode_batches, file_sha256, load_codes, resolve_model, save_codes
+from nhl.codes import CODES_FORMAT, Codes, encode_batches, file_sha256, load_codes, model_from_file, save_codes
+from nhl.serving import resolve_model
 from nhl.models.hasher import Hasher, HasherSpec, save_hasher
 
 
@@ -103,6 +104,7 @@ def test_resolve_model_and_encode_batches(tmp_path):
     model = Hasher(HasherSpec("smallcnn", 1, (8, 16), {"width": 8})).eval()
     save_hasher(model, tmp_path / "m.pt", extra={"model_id": "tiny"})
     loaded, info = resolve_model(tmp_path / "m.pt")
+    assert model_from_file(tmp_path / "m.pt")[1] == info
     assert info["model_id"] == "tiny" and info["lengths"] == [8, 16] and info["in_channels"] == 1
     assert info["sha256"] == file_sha256(tmp_path / "m.pt")
     assert info["sha256"] == "sha256:" + hashlib.sha256((tmp_path / "m.pt").read_bytes()).hexdigest()

@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nhl import tracking
 from nhl.commands import ui
-from nhl.models.head import NestedHashHead
 
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "DVC_ROOT", "DVC_STAGE", tracking.PIPELINE_RUN_ENV)
 
@@ -117,10 +115,19 @@ def test_default_uri_is_the_project_sqlite_store_unless_overridden(env, tmp_path
     assert tracking.tracking_uri(tmp_path) == "http://tracking.example:5000"
 
 
+def tiny_hasher(seed: int = 0):
+    from nhl.models.hasher import Hasher, HasherSpec
+
+    torch.manual_seed(seed)
+    return Hasher(HasherSpec("smallcnn", 1, (8, 16), {"width": 8})).eval()
+
+
 def test_model_run_logs_params_tags_metrics_artifacts_and_model(store):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
-    example = np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32)
+    from nhl.models.hasher import save_hasher
+
+    model = tiny_hasher()
+    model_file = store.parent / "tiny.pt"
+    save_hasher(model, model_file, extra={"model_id": "csq-nhl-full"})
     note = store.parent / "note.txt"
     note.write_text("hello\n")
     params = {"lr": 0.01, "loss_params": {"alpha": 0.5}, "lengths": [8, 16]}
@@ -131,7 +138,7 @@ def test_model_run_logs_params_tags_metrics_artifacts_and_model(store):
         run.log_results({"16": {"map": 0.7, "p_at_100": 0.6, "p_at_r2": 0.2}},
                         {"train_seconds": 3.0, "peak_memory_mb": 512.0})
         run.log_artifact(note)
-        model_uri = run.log_model(model, example)
+        model_uri = run.log_model(model_file)
     assert not run.skipped and run.run_id is not None
 
     client = client_for(store)
@@ -163,40 +170,91 @@ def test_model_run_logs_params_tags_metrics_artifacts_and_model(store):
     assert (Path(logged.info.artifact_uri.removeprefix("file://")) / "note.txt").read_text() == "hello\n"
     assert list(Path.cwd().iterdir()) == []
 
-    # The model comes back with the same outputs, a signature and pinned requirements.
+    # The logged model is our model file (same bytes) plus the pyfunc code; no pickled object.
     from mlflow.models import get_model_info
 
     info = get_model_info(model_uri)
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8)
-    assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 16)
+    pyfunc = info.flavors["python_function"]
+    assert set(info.flavors) == {"python_function"} and "python_model" not in pyfunc
     location = Path(client.get_logged_model(info.model_id).artifact_location.removeprefix("file://"))
     assert location.is_relative_to(artifacts) and (location / "MLmodel").is_file()
+    logged_file = location / pyfunc["artifacts"][tracking.HASHER_ARTIFACT]["path"]
+    assert logged_file.read_bytes() == model_file.read_bytes()
+    assert not [p.name for p in location.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     requirements = (location / "requirements.txt").read_text().split()
     assert f"torch=={torch.__version__.split('+')[0]}" in requirements
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     for source in (run.run_id, model_uri):
         loaded = tracking.load_logged_model(source, project_root=store)
-        x = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 8, 8)).astype(np.float32))
-        with torch.no_grad():
-            assert torch.allclose(loaded(x), x.reshape(5, 64) @ model[1].weight.T + model[1].bias, atol=1e-6)
+        assert torch.equal(loaded.encode(x), model.encode(x))
 
 
-def test_nested_model_is_served_as_its_longest_output(store):
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), NestedHashHead(10, [4, 8, 12])).train()
-    stats_before = model[1].running_mean.clone()
+def test_pyfunc_gives_the_code_at_every_length_from_arrays_and_image_files(store, tmp_path):
+    """A model logged from a `Hasher` object: MLflow's pyfunc loader returns, for every length k,
+    the k-bit prefix of `encode`; PNG files sent as base64 give the codes of the decoded pixels."""
+    import base64
+
+    import mlflow
+    from PIL import Image
+
+    model = tiny_hasher(2).train()
     with tracking.ModelRun("csq-nhl-small", project_root=store) as run:
-        run.log_model(model, np.ones((3, 6), np.float32))
-    assert torch.equal(model[1].running_mean, stats_before) and model.training   # caller's model untouched
-    loaded = tracking.load_logged_model(run.run_id, project_root=store)
-    assert isinstance(loaded, tracking.LongestOutput)
-    x = torch.randn(4, 6)
-    model.eval()
-    with torch.no_grad():
-        out, expected = loaded(x), model(x)
-    assert out.shape == (4, 12)
-    for part in expected:
-        assert torch.allclose(out[:, :part.shape[1]], part)
+        uri = run.log_model(model)
+    assert model.training                       # the caller's model is untouched
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    out = pyfunc.predict(x.numpy())
+    full = model.encode(x).numpy()
+    assert sorted(out, key=int) == ["8", "16"]
+    for k in (8, 16):
+        np.testing.assert_array_equal(out[str(k)], full[:, :k])
+    pixels = np.random.default_rng(4).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    encoded = []
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        encoded.append(base64.b64encode((tmp_path / f"{i}.png").read_bytes()).decode())
+    from_files = pyfunc.predict(encoded)
+    expected = model.encode(torch.from_numpy(pixels.astype(np.float32) / 255.0)[:, None]).numpy()
+    np.testing.assert_array_equal(from_files["16"], expected)
 
+
+def test_a_logged_model_holding_a_crafted_file_is_refused(store, tmp_path):
+    """The registry route loads the logged file with `load_hasher`: a pickle payload in it never runs."""
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "nhl-hasher/1", "spec": Payload(), "state_dict": {}}, evil)
+    with tracking.ModelRun("csq-nhl-evil", project_root=store) as run:
+        uri = run.log_model(evil)
+    with pytest.raises(ValueError, match="refused, it holds the Python object posix.system"):
+        tracking.load_logged_model(uri, project_root=store)
+    assert not marker.exists()
+
+
+def test_a_logged_model_that_is_not_ours_is_refused_unread(store, tmp_path):
+    """A pyfunc model logged as a cloudpickled object (whose unpickling would run code) has no nhl
+    model file: one-line "not an nhl model", and its pickle is never loaded."""
+    import mlflow
+
+    marker = tmp_path / "PWNED"
+
+    class Evil(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    with tracking.ModelRun("csq-nhl-foreign", project_root=store):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Evil(), pip_requirements=["numpy"])
+    with pytest.raises(ValueError, match="not an nhl model") as caught:
+        tracking.load_logged_model(info.model_uri, project_root=store)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
 
 def test_failure_inside_the_block_marks_the_run_failed_and_propagates(store):
     with pytest.raises(FloatingPointError):
@@ -299,7 +357,7 @@ def test_unreachable_store_degrades_to_a_no_op(env, tmp_path, caplog, uri):
                 run.log_epoch(record)
             run.log_results({"16": {"map": 0.5}}, {"train_seconds": 1.0})
             run.log_artifact(note)
-            assert run.log_model(nn.Linear(4, 2), np.zeros((1, 4), np.float32)) is None
+            assert run.log_model(tiny_hasher()) is None
     assert time.perf_counter() - start < 15
     assert run.skipped and run.run_id is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

@@ -142,7 +142,7 @@ def test_nan_loss_stops_with_the_loss_name_and_epoch_and_keeps_the_last_checkpoi
     trainer.objective.forward = poisoned
     with pytest.raises(FloatingPointError, match=r"loss csq became nan at epoch 2"):
         trainer.fit()
-    saved = torch.load(trainer.checkpoint_path, weights_only=False)
+    saved = torch.load(trainer.checkpoint_path, weights_only=True)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
 

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nhl.codes import Codes, resolve_model, save_codes
+    from nhl.codes import Codes, save_codes
+    from nhl.serving import resolve_model
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")

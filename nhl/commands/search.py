@@ -156,8 +156,9 @@ def codes_and_queries(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
 def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
     """(±1 query codes [Q, db bits], a label per query) from images or a query codes file."""
-    from nhl.codes import Codes, encode_batches, load_codes, resolve_model
+    from nhl.codes import Codes, encode_batches, load_codes
     from nhl.images import iter_image_batches, list_images
+    from nhl.serving import resolve_model
 
     if args.query_codes is not None:
         queries = load_codes(args.query_codes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,24 +124,67 @@ def save_hasher(model: Hasher, path: str | os.PathLike, extra: dict[str, Any] | 
 
 
 def load_hasher(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Hasher, dict[str, Any]]:
-    """Rebuild a model saved by `save_hasher`; returns (model in eval mode, extra metadata)."""
+    """Rebuild a model saved by `save_hasher`; returns (model in eval mode, extra metadata).
+
+    The file is read with `torch.load(weights_only=True)`: only tensors and plain values (dict,
+    list, tuple, str, number, None) are accepted, so a crafted file cannot run code here. A file
+    holding anything else is refused with a one-line error naming the offending object and the
+    command that converts a trusted older file (`python -m nhl.models.convert`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated or not a torch file
-        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
-        raise ValueError(f"model file {path}: cannot be read as an nhl model ({type(err).__name__}: {reason})") from None
+    payload = safe_torch_load(path, "model file", map_location)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"model file {path}: not an nhl model (expected format {MODEL_FORMAT!r})")
-    spec_dict = dict(payload["spec"])
-    spec_dict["lengths"] = tuple(spec_dict["lengths"])
-    model = Hasher(HasherSpec(**spec_dict))
+    spec, state = payload.get("spec"), payload.get("state_dict")
+    if not isinstance(spec, dict) or not isinstance(state, dict) \
+            or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"model file {path}: not an nhl model (expected a 'spec' dict and a 'state_dict' of tensors)")
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"model file {path}: weights do not match its configuration ({first})") from None
+        spec_dict = dict(spec)
+        spec_dict["lengths"] = tuple(spec_dict["lengths"])
+        with torch.device("meta"):      # shapes only: a spec claiming a huge network allocates nothing
+            model = Hasher(HasherSpec(**spec_dict))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"model file {path}: not an nhl model (bad spec: {_first_line(err)})") from None
+    expected = {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
+    found = {key: (tuple(t.shape), t.dtype) for key, t in state.items()}
+    if found != expected:
+        key = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise ValueError(f"model file {path}: weights do not match its configuration (first difference: "
+                         f"{key[0]}: file {found.get(key[0])}, spec {expected.get(key[0])})")
+    model.load_state_dict(state, assign=True)     # the file's tensors become the weights
     model.eval()
-    return model, dict(payload.get("extra", {}))
+    extra = payload.get("extra", {})
+    return model, dict(extra) if isinstance(extra, dict) else {}
+
+
+def safe_torch_load(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu",
+                    fix: str | None = None) -> Any:
+    """`torch.load(path, weights_only=True)` with one-line errors: `what` names the file's role.
+
+    A pickle that needs any other global (a class, a function such as `os.system`, a numpy
+    scalar) is refused before anything is built from it; the error says which global and how a
+    trusted file written by an older nhl can be converted (`fix` replaces that advice).
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        held = f"the Python object {found.group(1)}" if found else "pickled Python objects"
+        fix = fix or f"if you trust the file, convert it with: python -m nhl.models.convert {path}"
+        raise ValueError(f"{what} {path}: refused, it holds {held} and loading it could run code "
+                         f"(an nhl file holds only tensors and plain values); {fix}") from None
+    except Exception as err:  # truncated or not a torch file
+        reason = _first_line(err).split(". ")[0]
+        tail = f"; {fix}" if fix else ""
+        raise ValueError(f"{what} {path}: cannot be read as an nhl file "
+                         f"({type(err).__name__}: {reason}){tail}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

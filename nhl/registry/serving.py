@@ -1,5 +1,7 @@
 """Serve a registered version: `--model champion` or `models:/<name>@champion` loads the model behind
-the alias through MLflow, so nobody copies checkpoint paths by hand.
+the alias through MLflow, so nobody copies checkpoint paths by hand. The network is rebuilt from
+the model file logged with the version (`load_hasher`, tensors and plain values only), never from
+a pickled module.
 
 The alias is resolved to a version number first and that exact version is loaded, so a
 promotion running meanwhile cannot hand over half of one model; `extra["model_uri"]` pins it
@@ -56,11 +58,9 @@ def load_model_version(name: str | None, alias_or_version: str | int = CHAMPION,
         name = name_with_alias(client, str(alias_or_version))
     version = get_version(client, name, alias_or_version)
     pinned = f"models:/{name}/{version.version}"
-    module = load_logged_model(pinned, project_root=project_root, map_location=map_location)
-    model = getattr(module, "model", module)     # a nested model is logged inside `LongestOutput`
+    model = load_logged_model(pinned, project_root=project_root, map_location=map_location)  # our file, no pickles
     if not isinstance(model, Hasher):
-        raise ValueError(f"{pinned}: expected an nhl Hasher, the logged model is a {type(model).__name__}")
-    model.eval()
+        raise ValueError(f"{pinned}: not an nhl model (the logged model is a {type(model).__name__})")
     ref = str(alias_or_version)
     extra = {
         "model_id": version.tags.get("nhl.model_id") or name,

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from nhl.registry import versions as v
+from nhl.tracking.stale import STALE_TAG, mark_stale_runs
 
 LINKS = ("data", "validation", "training run", "metrics", "promotion")
 _TOL = 1e-9     # tags hold the exact values; allow for float noise only
@@ -88,6 +89,8 @@ def audit_trail(name: str | None = None, alias_or_version: str | int = v.CHAMPIO
             name = v.name_with_alias(client, ref)
     version = v.get_version(client, name, ref)
     run, experiment = _run(client, version.run_id)
+    if run is not None and mark_stale_runs(client, [run.info.experiment_id], run.info.run_name):
+        run, experiment = _run(client, version.run_id)      # dead trainings of this model: KILLED, tagged why
     data = _data_link(version, run)
     links = [data, _validation_link(client, version, run), _training_link(client, version, run, experiment),
              _metrics_link(version, run), _promotion_link(version)]
@@ -158,6 +161,8 @@ def _training_link(client, version, run, experiment) -> Link:
              f"epochs {params.get('epochs')}, backbone {params.get('backbone')}",
              f"git {commit}{dirty}; params hash {recomputed}",
              f"UI: {base}/{v.run_ui_path(run.info.experiment_id, run.info.run_id)}"]
+    if tags.get(STALE_TAG):
+        return Link("training run", False, lines, f"the run is {run.info.status}: {tags[STALE_TAG]}")
     if run.info.status != "FINISHED":
         return Link("training run", False, lines, f"the run's status is {run.info.status}")
     if tagged != recomputed:

@@ -1,7 +1,7 @@
 """Model resolution for the service, kept to two small functions so the resolver can move.
 
-`load_model(spec)` is the only call the service makes to load a model (today through
-`nhl.codes.resolve_model`); `model_version(spec)` says which exact model a spec names *now*
+`load_model(spec)` is the only call the service makes to load a model (through
+`nhl.serving.resolve_model`); `model_version(spec)` says which exact model a spec names *now*
 without loading it, so a running server can poll a registry alias cheaply.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 def load_model(spec: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """(Hasher in eval mode, info) for a model file, `champion`, or `models:/<name>@<alias>`."""
-    from nhl.codes import resolve_model
+    from nhl.serving import resolve_model
 
     return resolve_model(spec)
 
@@ -23,9 +23,9 @@ def model_version(spec: str | os.PathLike) -> str:
     """What `spec` points to now: `<name>/<version>` for a registry reference, the file's sha256
     for a model file. A spec that names nothing is a one-line ValueError / FileNotFoundError."""
     from nhl.codes import file_sha256, resolve_model_path
-    from nhl.registry import parse_model_spec
+    from nhl.serving import registry_reference
 
-    reference = None if Path(spec).is_file() else parse_model_spec(spec)
+    reference = None if Path(spec).is_file() else registry_reference(spec)
     if reference is None:
         return file_sha256(resolve_model_path(spec))
     from nhl.registry.versions import get_version, name_with_alias, registry_client

@@ -1,22 +1,28 @@
-"""Logging and loading trained models through MLflow's pytorch flavour."""
+"""Logging and loading trained models in MLflow: our own model file plus a pyfunc flavour logged as code.
+
+A logged model holds the model file written by `save_hasher` (tensors and plain values, read
+back with `torch.load(weights_only=True)`) as the artifact `hasher`, and `pyfunc_model.py` as
+its code ("models from code"): nothing in it is a pickled Python object. `load_logged_model`
+downloads the model file and rebuilds the network with `load_hasher`, without running any
+logged code; `mlflow models serve` runs `pyfunc_model.py`, which loads the same file the same way.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
+import tempfile
 from importlib import metadata
-from typing import Iterator
-
-import numpy as np
-import torch
-from torch import nn
+from pathlib import Path
+from typing import Any, Iterator
 
 from nhl.envvars import keep_environ, scoped_environ
 from nhl.tracking.store import tracking_uri
 
-MODEL_REQUIREMENTS = ("torch", "numpy", "cloudpickle")
+MODEL_REQUIREMENTS = ("torch", "numpy", "pillow", "pandas")
+HASHER_ARTIFACT = "hasher"            # the model file inside a logged model
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 @contextlib.contextmanager
@@ -31,69 +37,56 @@ def quiet_logger(logger: str, level: int = logging.ERROR) -> Iterator[None]:
         target.setLevel(saved)
 
 
-def pytorch_flavor():
-    """`mlflow.pytorch`, imported without letting it reconfigure the root logger.
-
-    Its import calls `logging.basicConfig(level=logging.ERROR)`, which would hide every other
-    warning of the process; the root logger's level and handlers are put back.
-    """
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    import mlflow.pytorch
-
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    return mlflow.pytorch
-
-
-class LongestOutput(nn.Module):
-    """Serve a nested model as one tensor: the raw output of its longest code `[B, k_max]`.
-
-    A `Hasher` returns one output per length, each the prefix of the longest, so nothing is lost;
-    MLflow's pytorch flavour (and `mlflow models serve`) needs a single output tensor. The
-    trained model is `.model`.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(x)
-        return max(outputs, key=lambda out: out.shape[-1])
-
-
 def pinned_requirements(packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[str]:
     """`name==version` of installed packages (local labels such as `+cu130` dropped), given to
     MLflow explicitly because inferring them costs 10-40 s a model."""
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in packages]
 
 
-def serving_model(model: nn.Module, input_example: np.ndarray) -> tuple[nn.Module, np.ndarray]:
-    """A CPU copy of `model` in eval mode with one output tensor, and its output on `input_example`.
+def log_hasher(model_file: str | os.PathLike, name: str = "model") -> Any:
+    """Log a model file as a pyfunc model of the active run; returns MLflow's `ModelInfo`."""
+    import warnings
 
-    The copy leaves the caller's model untouched (device, train mode, batch-norm statistics).
-    """
-    module = copy.deepcopy(model).cpu().eval()
-    with torch.no_grad():
-        output = module(torch.as_tensor(input_example))
-    if isinstance(output, (list, tuple)):
-        module = LongestOutput(module)
-        output = max(output, key=lambda out: out.shape[-1])
-    return module, output.detach().cpu().numpy()
+    import mlflow
+
+    # MLflow resets warning filters around its "add type hints to predict" warning (our input is
+    # images or base64 files, checked by the model itself), so warnings are recorded and the
+    # others passed on.
+    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), \
+            warnings.catch_warnings(record=True) as caught, \
+            scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
+                                       artifacts={HASHER_ARTIFACT: str(model_file)},
+                                       pip_requirements=pinned_requirements())
+    for item in caught:
+        if "type hint" not in str(item.message):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return info
 
 
 def load_logged_model(run_id: str, name: str = "model", project_root: str | os.PathLike | None = None,
-                      map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load the torch module logged by `ModelRun.log_model`; `run_id` may also be a full model
-    URI (`runs:/...`, `models:/...`). A nested model comes back wrapped in `LongestOutput`."""
+                      map_location: str = "cpu") -> Any:
+    """The `Hasher` (eval mode) logged by `ModelRun.log_model`; `run_id` may also be a full model
+    URI (`runs:/...`, `models:/...`). Only the model file is read, with `load_hasher`; no logged
+    code runs. A logged model without our model file is a one-line "not an nhl model" error."""
     import mlflow
+    from mlflow.models import Model
 
-    flavor = pytorch_flavor()
+    from nhl.models.hasher import load_hasher
+
     with keep_environ("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(tracking_uri(project_root))
     uri = run_id if ":/" in run_id else f"runs:/{run_id}/{name}"
-    with scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-        return flavor.load_model(uri, map_location=map_location)
+    with tempfile.TemporaryDirectory(prefix="nhl-model-") as tmp, \
+            scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        try:
+            conf = Model.load(str(local)).flavors["python_function"]["artifacts"][HASHER_ARTIFACT]
+            path = (local / conf["path"]).resolve()
+        except (OSError, KeyError, TypeError) as err:
+            raise ValueError(f"{uri}: not an nhl model "
+                             f"(no {HASHER_ARTIFACT!r} model file, {type(err).__name__})") from None
+        if not path.is_relative_to(local.resolve()):
+            raise ValueError(f"{uri}: not an nhl model (its model file points outside the model)")
+        model, _ = load_hasher(path, map_location=map_location)
+    return model

@@ -9,17 +9,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-from torch import nn
-
 from nhl.envvars import keep_environ
-from nhl.tracking.models import pinned_requirements, pytorch_flavor, quiet_logger, serving_model
 from nhl.tracking.provenance import PIPELINE_RUN_TAG, git_state, pipeline_run_tag
 from nhl.tracking.records import epoch_metrics, flatten_params, result_metrics
+from nhl.tracking.stale import mark_stale_runs, process_tags
 from nhl.tracking.store import DEFAULT_EXPERIMENT, fail_fast, find_project_root, setup_experiment, tracking_uri
 
 # The package's logger name, stable for users filtering it; its own level is set so our one-line
@@ -37,10 +35,12 @@ class ModelRun:
     with ModelRun("csq-nhl-full", params=config, tags={"nhl.loss": "csq"}) as run:
         result = train_model(..., on_epoch=run.log_epoch)
         run.log_results(metrics["bits"], {"train_seconds": ..., "peak_memory_mb": ...})
-        run.log_model(result.model, input_example=images[:2].numpy())
+        run.log_model(model_path)
     ```
     The run is named after `model_id` and tagged with it, the DVC stage (`stage` or
-    `$DVC_STAGE`), the git commit and `nhl.pipeline_run`. `resume=<run id>` reopens an earlier
+    `$DVC_STAGE`), the git commit, `nhl.pipeline_run` and the process id and host (`nhl.pid`,
+    `nhl.host`); an earlier RUNNING run of the same model whose process is gone is first marked
+    KILLED (`nhl.tracking.stale`). `resume=<run id>` reopens an earlier
     run instead (e.g. evaluation adding its metrics to the training run): only `tags` are
     added, and the run keeps its status if the block raises. If the store cannot be reached on
     entry, one warning is logged, `skipped` is True, `run_id` None and every method does
@@ -122,8 +122,13 @@ class ModelRun:
             PIPELINE_RUN_TAG: pipeline_run_tag(self.project_root),
             **({"nhl.stage": self.stage} if self.stage else {}),
             **({"mlflow.source.git.commit": commit, "nhl.git_dirty": str(bool(diff)).lower()} if commit else {}),
+            **process_tags(),
             **self.tags,
         }
+        with fail_fast(self.uri):      # an earlier run of this model whose process died is no longer RUNNING
+            for run_id in mark_stale_runs(client, [experiment_id], self.model_id):
+                log.warning(f"MLflow run {run_id} of {self.model_id} was left RUNNING by a process that is gone; "
+                            "marked KILLED")
         # An inherited MLFLOW_RUN_ID would make start_run reopen that run for every model.
         with fail_fast(self.uri), keep_environ("MLFLOW_RUN_ID"):
             os.environ.pop("MLFLOW_RUN_ID", None)
@@ -187,31 +192,26 @@ class ModelRun:
 
         self._guard("log_artifact", send)
 
-    def log_model(self, model: nn.Module, input_example: np.ndarray, name: str = "model",
-                  serialization_format: str = "pickle") -> str | None:
-        """Log the model (pytorch flavour) with its signature, input example and pinned requirements.
+    def log_model(self, model: Any, name: str = "model") -> str | None:
+        """Log a trained model: our model file (`save_hasher`'s format) with a pyfunc flavour
+        logged as code (see `nhl.tracking.models`), and pinned requirements.
 
-        "pickle" (default) saves the module object: about 0.3 s, and loading needs `nhl`
-        importable; "pt2" exports a traced graph (no code needed to load) but costs 3-5 s.
-        Returns the model URI, or None when tracking is skipped.
+        `model` is the model file to log (its exact bytes), or a `Hasher`, which is saved to a
+        temporary file first. Returns the model URI, or None when tracking is skipped.
         """
         if not self.active:
             return None
-        input_example = np.asarray(input_example)
-        if serialization_format == "pt2" and len(input_example) == 1:
-            input_example = np.concatenate([input_example] * 2)  # a batch of 1 would fix the batch size
-        module, output = serving_model(model, input_example)
+        from nhl.tracking.models import log_hasher
 
         def send() -> str:
-            from mlflow.models import infer_signature
+            if isinstance(model, (str, os.PathLike)):
+                return log_hasher(model, name).model_uri
+            from nhl.models.hasher import save_hasher
 
-            flavor = pytorch_flavor()
-            with quiet_logger("mlflow.pytorch"):     # its pickle-safety warning: the format is our choice
-                info = flavor.log_model(
-                    module, name=name, signature=infer_signature(input_example, output),
-                    input_example=input_example, pip_requirements=pinned_requirements(),
-                    serialization_format=serialization_format)
-            return info.model_uri
+            with tempfile.TemporaryDirectory(prefix="nhl-log-") as tmp:
+                path = Path(tmp) / f"{self.model_id}.pt"
+                save_hasher(model, path, extra={"model_id": self.model_id, "mlflow_run_id": self.run_id})
+                return log_hasher(path, name).model_uri
 
         self.model_uri = self._guard("log_model", send)
         return self.model_uri

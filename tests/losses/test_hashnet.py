@@ -101,5 +101,5 @@ def test_hashnet_counts_one_step_per_batch_with_adaptive_weighting(digits_splits
     trainer.save_checkpoint()
     steps = math.ceil(len(digits_splits.train) / 50)
     assert [int(loss.step) for loss in trainer.objective.losses] == [steps, steps]
-    saved = torch.load(trainer.checkpoint_path, weights_only=False)
+    saved = torch.load(trainer.checkpoint_path, weights_only=True)
     assert [int(saved["objective"][f"losses.{i}.step"]) for i in range(2)] == [steps, steps]

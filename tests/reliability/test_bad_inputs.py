@@ -360,6 +360,6 @@ def test_unreachable_mlflow_store_is_skipped_and_training_completes(ws, stages, 
     warnings = [r.getMessage() for r in caplog.records if r.name == "nhl.tracking"]
     print(f"\n    -> {warnings}")
     assert len(warnings) == 1 and "tracking skipped" in warnings[0] and "127.0.0.1:9" in warnings[0]
-    saved = torch.load(ws / "models" / "csq-nhl-full.pt", weights_only=False)
+    saved = torch.load(ws / "models" / "csq-nhl-full.pt", weights_only=True)
     assert saved["extra"]["mlflow_run_id"] is None and "csq-nhl-full" in out
     assert not (ws / "models" / "checkpoints" / "csq-nhl-full").exists()

@@ -81,15 +81,15 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
     watcher.join()
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
-    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_at in (1, 2), killed_at                       # killed after epoch 1's checkpoint, before the end
     assert not (tmp_path / "killed" / f"{MODEL_ID}.pt").exists()  # no model file from the killed run
 
     assert stages["train"].main(argv("killed") + ["--resume"]) == 0
     assert not checkpoint.parent.exists()                       # a finished run leaves no checkpoint behind
 
-    resumed = torch.load(tmp_path / "killed" / f"{MODEL_ID}.pt", weights_only=False)
-    straight = torch.load(tmp_path / "straight" / f"{MODEL_ID}.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "killed" / f"{MODEL_ID}.pt", weights_only=True)
+    straight = torch.load(tmp_path / "straight" / f"{MODEL_ID}.pt", weights_only=True)
     assert resumed["state_dict"].keys() == straight["state_dict"].keys()
     for name, tensor in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
