@@ -17,9 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 from nhl.data.manifest import CSV_NAME, labels_from_strings, read_manifest, split_frame
+from nhl.data.paths import inside_root
 from nhl.data.raw import read_images
+from nhl.images import convert, open_image
 
-GREY_MODES = {"1", "L", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -84,11 +86,18 @@ class ManifestDataset(Dataset):
             return np.asarray(_pil().fromarray(pixels).convert("L" if self.channels == 1 else "RGB"))
         path = self.root / self.frame.at[index, "path"]
         try:
-            with _pil().open(path) as image:
+            path = inside_root(self.root, self.frame.at[index, "path"], "manifest entry")
+            with open_image(path) as image:
                 mode = {1: "L", 3: "RGB"}.get(self.channels) or ("L" if image.mode in GREY_MODES else "RGB")
-                return np.asarray(image.convert(mode))
-        except OSError as err:
-            raise ValueError(f"image {path} (item {self.item_ids[index]}) cannot be decoded: {err}") from None
+                try:
+                    return np.asarray(convert(image, mode))
+                except (OSError, SyntaxError) as err:
+                    raise ValueError(f"image {path}: cannot be decoded ({err})") from None
+        except ValueError as err:   # "image <path>: why" -> "image <path> (item <id>) why"
+            text, head = str(err), f"image {path}: "
+            item = f"(item {self.item_ids[index]})"
+            raise ValueError(f"image {path} {item} {text[len(head):]}" if text.startswith(head)
+                             else f"{text} {item}") from None
 
 
 def _pil():

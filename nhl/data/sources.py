@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from nhl.data.listfile import read_list_file
+from nhl.data.paths import inside_root
 from nhl.data.manifest import labels_to_strings
 
 
@@ -219,7 +220,8 @@ def imagelist(
     if not root.is_dir():
         raise FileNotFoundError(f"image root {root} not found")
     named = {"all": lists} if isinstance(lists, (str, Path)) else dict(lists)
-    parsed = {group: read_list_file(root / name, num_classes) for group, name in named.items()}
+    files = {group: inside_root(root, name, f"imagelist lists.{group}") for group, name in named.items()}
+    parsed = {group: read_list_file(files[group], num_classes, root) for group in named}
     classes = num_classes or max(matrix.shape[1] for _, matrix in parsed.values())
     paths: list[str] = []
     labels: list[np.ndarray] = []
@@ -227,7 +229,7 @@ def imagelist(
     seen: dict[str, Path] = {}
     for group, (found, matrix) in parsed.items():
         if matrix.shape[1] != classes:  # index form without the top class, or a wrong width: re-read
-            found, matrix = read_list_file(root / named[group], classes)
+            found, matrix = read_list_file(files[group], classes, root)
         for rel in found:
             if rel in seen:
                 raise ValueError(f"image {rel} is listed twice ({seen[rel]} and {root / named[group]})")

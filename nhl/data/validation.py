@@ -278,9 +278,9 @@ def _sample_frame(items: pd.DataFrame, location: str, images: Path, sample: int,
 
 
 def _decode_file(path: Path) -> np.ndarray:
-    from PIL import Image
+    from nhl.images import open_image
 
-    with Image.open(path) as image:
+    with open_image(path) as image:   # refuses an image over the pixel limit before decoding
         image.load()
         return np.asarray(image)
 
