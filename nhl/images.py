@@ -137,9 +137,14 @@ def read_image(path: str | os.PathLike, channels: int, size: int | None = None) 
     tensor = torch.from_numpy(pixels).div_(255.0)
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
     if size is not None and tuple(tensor.shape[-2:]) != (size, size):
-        tensor = torch.nn.functional.interpolate(tensor.unsqueeze(0), size=(size, size), mode="bilinear",
-                                                 align_corners=False).squeeze(0)
+        tensor = resize(tensor, size)
     return tensor
+
+
+def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """`[C, H, W]` -> `[C, size, size]`, bilinear (align_corners=False) as `Hasher.prepare` resizes."""
+    return torch.nn.functional.interpolate(image.unsqueeze(0), size=(size, size), mode="bilinear",
+                                           align_corners=False).squeeze(0)
 
 
 def iter_image_batches(paths: Sequence[str | os.PathLike], channels: int, size: int | None = None,

@@ -70,7 +70,8 @@ def _copy_with(manifest: Path, target: Path, change=None, meta_change=None, keep
     data = frame.to_csv(index=False, lineterminator="\n").encode()
     (target / "manifest.csv").write_bytes(data)
     if not keep_hash:
-        meta["content_hash"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        images = ("\nimages " + meta["images_hash"]).encode() if meta.get("images_hash") else b""
+        meta["content_hash"] = "sha256:" + hashlib.sha256(data + images).hexdigest()
     (target / "manifest.json").write_text(json.dumps(meta))
     return target
 

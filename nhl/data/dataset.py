@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from nhl.data.manifest import CSV_NAME, labels_from_strings, read_manifest, split_frame
 from nhl.data.paths import inside_root
 from nhl.data.raw import read_images
-from nhl.images import convert, open_image
+from nhl.images import convert, open_image, resize
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -29,8 +29,8 @@ class ManifestDataset(Dataset):
     """Images of one split, from rows of an in-memory array (`images`) or files under `root`.
 
     `frame` holds the split's manifest rows in order; `channels` (1 or 3) converts every image to
-    grey or RGB (needed for file datasets that mix both); `mean`/`std` are one value or one per
-    channel.
+    grey or RGB (needed for file datasets that mix both); `size` resizes every image to
+    `size x size` (file datasets of mixed sizes); `mean`/`std` are one value or one per channel.
     """
 
     def __init__(
@@ -43,6 +43,7 @@ class ManifestDataset(Dataset):
         mean: float | Sequence[float] | None = None,
         std: float | Sequence[float] | None = None,
         channels: int | None = None,
+        size: int | None = None,
     ) -> None:
         if "row" in frame.columns and images is None:
             raise ValueError("a manifest with a 'row' column needs the raw image array (images=...)")
@@ -61,6 +62,7 @@ class ManifestDataset(Dataset):
         if self.std is not None and bool((self.std <= 0).any()):
             raise ValueError(f"std must be positive, got {std!r}")
         self.channels = channels
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -69,6 +71,8 @@ class ManifestDataset(Dataset):
         pixels = self._pixels(index)
         image = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(255.0)  # a writable copy
         image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
+        if self.size is not None and tuple(image.shape[-2:]) != (self.size, self.size):
+            image = resize(image, self.size)
         if self.transform is not None:
             image = self.transform(image)
         if self.mean is not None:
@@ -128,6 +132,8 @@ def load_split(
     else:
         frame, meta = read_manifest(manifest)
     num_classes = num_classes if num_classes is not None else meta.get("num_classes")
+    channels = channels if channels is not None else meta.get("channels")   # own images: always RGB
+    size = meta.get("resize")                                                # own images: any size
     if num_classes is None:
         raise ValueError("num_classes is required when the manifest is given as a DataFrame")
     rows = split_frame(frame, split)
@@ -142,7 +148,7 @@ def load_split(
         location = {"root": source}
     try:
         return ManifestDataset(rows, num_classes, transform=transform, mean=mean, std=std, channels=channels,
-                               **location)
+                               size=size, **location)
     except ValueError as err:
         if isinstance(manifest, pd.DataFrame):
             raise

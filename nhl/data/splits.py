@@ -163,6 +163,9 @@ def make_split(source: SourceData, protocol: Protocol, seed: int) -> tuple[pd.Da
         "image_shape": list(source.images.shape[1:]) if source.images is not None else None,
         "sizes": {s: int(len(members[s])) for s in SPLITS},
         "missing": list(source.missing),
+        "channels": source.channels,
+        "resize": source.image_size,
+        "images_hash": source.images_hash,
     }
     return frame, meta
 

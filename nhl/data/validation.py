@@ -94,7 +94,7 @@ def validate_manifest(
     counts = frame["split"].value_counts()
     sizes = pd.DataFrame({"split": list(SPLITS), "count": [int(counts.get(s, 0)) for s in SPLITS]})
     samples = _sample_frame(items, location, images, sample, seed)
-    observed_hash = content_hash((directory / CSV_NAME).read_bytes())
+    observed_hash = content_hash((directory / CSV_NAME).read_bytes(), meta.get("images_hash"))
     batches = {
         "schema": frame,
         "items": items,
