@@ -161,10 +161,10 @@ def test_missing_and_corrupt_image_files(gate, file_manifest, tmp_path):
     result = gate(file_manifest, images=images)
     assert _failed(result) == {f"images exist (files under {images})"}
 
-    for n in range(27):  # every sampled file is corrupt now
+    for n in range(27):  # every file is corrupt now; file manifests have every image decoded
         (images / f"{n}.png").write_bytes(b"not a png")
     result = gate(file_manifest, images=images, sample=4)
-    assert "a sample of 4 images decodes" in _failed(result)
+    assert "every image decodes, within the root and the pixel limit (27 files)" in _failed(result)
 
 
 def test_nothing_to_validate_raises(gate, tmp_path):
