@@ -75,3 +75,21 @@ def check_files(root: str | os.PathLike, paths: Sequence[str], origins: Sequence
     if not keep:
         raise FileNotFoundError(f"none of the {len(paths)} images under {root} can be read")
     return keep, [rel for rel, _ in bad]
+
+
+def tree_hash(root: str | os.PathLike) -> dict:
+    """Content hash of every non-hidden file under `root` (recursive, symlinks followed), for the
+    pipeline's `scan` stage: {"root", "exists", "files", "hash"}. Any image, list or CSV file
+    changed, added or removed changes "hash"; an absent root hashes as empty."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    count = 0
+    if root.is_dir():
+        for folder, dirs, files in os.walk(root, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(f for f in files if not f.startswith(".")):
+                path = Path(folder) / name
+                if path.is_file():
+                    digest.update(f"{path.relative_to(root).as_posix()}\0{file_digest(path)}\n".encode())
+                    count += 1
+    return {"root": str(root), "exists": root.is_dir(), "files": count, "hash": "sha256:" + digest.hexdigest()}
