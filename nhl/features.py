@@ -89,7 +89,7 @@ def build_features(manifest: str | os.PathLike, out: str | os.PathLike, backbone
     computing, so a rerun with the same backbone, weights, input size and data reuses them.
     Returns the meta written (with `reused` and `seconds`).
     """
-    from nhl.data.dataset import load_split
+    from nhl.data.dataset import ManifestDataset, load_split
     from nhl.models.hasher import Hasher, HasherSpec
     from nhl.training import seed_everything
 
@@ -110,8 +110,15 @@ def build_features(manifest: str | os.PathLike, out: str | os.PathLike, backbone
             model = Hasher(HasherSpec(backbone, in_channels, (8,), dict(backbone_params), input_size),
                            pretrained=pretrained)
             dim = model.backbone.feature_dim
+            frame, _ = read_manifest(manifest)
+            unique = frame.drop_duplicates("item_id").reset_index(drop=True)
+            everything = ManifestDataset(unique, probe.labels.shape[1], images=probe.images, root=probe.root,
+                                         channels=probe.channels, size=probe.size)
+            computed = extract_features(model, everything, batch_size, device)   # an item in two splits: once
+            row = {item: n for n, item in enumerate(unique["item_id"])}
             for split in SPLITS:
-                np.save(tmp / f"{split}.npy", extract_features(model, load_split(manifest, split), batch_size, device))
+                ids = frame.loc[frame["split"] == split, "item_id"]
+                np.save(tmp / f"{split}.npy", computed[[row[i] for i in ids]])
         record = {"format": FORMAT, "enabled": True, **key, "feature_dim": dim}
         (tmp / META_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     if cached is not None and not reused:
