@@ -105,3 +105,23 @@ def test_manifest_entries_must_stay_inside_the_root(image_root):
     assert dataset[0][0].shape == (1, 4, 4)
     with pytest.raises(ValueError, match=r"manifest entry: path '../secret.png' leads outside .* \(item 1\)"):
         dataset[1]
+
+
+def test_nhl_encode_and_search_refuse_a_bomb_in_one_line(tmp_path, capsys):
+    import nhl.cli
+    from nhl.models.hasher import Hasher, HasherSpec, save_hasher
+
+    save_hasher(Hasher(HasherSpec("smallcnn", 3, (8,), {"width": 8})), tmp_path / "m.pt")
+    (tmp_path / "good").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "good" / "a.png")
+    assert nhl.cli.main(["encode", str(tmp_path / "good"), "--model", str(tmp_path / "m.pt"),
+                         "--out", str(tmp_path / "db.npz")]) == 0
+    (tmp_path / "bad").mkdir()
+    bomb_png(tmp_path / "bad" / "bomb.png")
+    capsys.readouterr()
+    for argv in (["encode", str(tmp_path / "bad"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "x.npz")],
+                 ["search", str(tmp_path / "db.npz"), str(tmp_path / "bad" / "bomb.png"), "--model", str(tmp_path / "m.pt")]):
+        assert nhl.cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "bomb.png: declared size 50000x50000" in err, err
+    assert not (tmp_path / "x.npz").exists()
