@@ -19,13 +19,14 @@ import numpy as np
 from nhl.data.filesource import DEFAULT_SIZE, check_files, check_size, files_hash
 from nhl.data.paths import inside_root
 from nhl.data.sources import SourceData, one_hot, register_source
-from nhl.images import IMAGE_SUFFIXES
 
 
 @register_source("imagefolder")
 def imagefolder(root: str | Path | None = None, allow_missing: bool = False,
                 size: int = DEFAULT_SIZE) -> SourceData:
     """Images under `root/<class>/`; an empty class folder is an error naming it."""
+    from nhl.images import IMAGE_SUFFIXES   # nhl.images imports torch: only when this source is used
+
     if root is None:
         raise ValueError("dataset 'imagefolder' needs root=<folder with one sub-folder per class>")
     root = Path(root)
@@ -54,6 +55,8 @@ def imagefolder(root: str | Path | None = None, allow_missing: bool = False,
 
 def _images_in(root: Path, name: str) -> list[str]:
     """Image files inside `root/name`, recursively, sorted, relative to `root` (posix)."""
+    from nhl.images import IMAGE_SUFFIXES
+
     found = []
     for folder, dirs, files in os.walk(root / name):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
