@@ -35,6 +35,12 @@ def _encode_compact(model: Hasher, dataset: Dataset, batch_size: int, device: st
     return codes, compact()
 
 
+def _num_classes(dataset: Dataset) -> int:
+    """Label columns of a split, read from its sparse labels when it has them (no dense matrix)."""
+    labels = getattr(dataset, "label_csr", None)
+    return int((labels if labels is not None else dataset.labels).shape[1])
+
+
 def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int | None = None,
                    pr_lengths: tuple[int, ...] = (16, 64), batch_size: int = 256,
                    device: str | torch.device = "cpu") -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
@@ -81,20 +87,31 @@ def metrics_record(model_id: str, extra: dict[str, Any], bits: dict[str, dict[st
 
 def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, topk: int | None = None,
                   pr_lengths: tuple[int, ...] = (16, 64), device: str = "cpu",
-                  source: str | os.PathLike | None = None
+                  source: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Load a model file, score it on the manifest's query vs database splits.
 
+    A model trained with a frozen backbone is scored on the cached `features` (the features
+    stage's directory) when given: the same codes as from images, without the backbone's cost.
     Returns (metrics record, PR rows, per-epoch history rows of its training)."""
     from nhl.data.dataset import load_split
     from nhl.models.hasher import load_hasher
 
     model, extra = load_hasher(model_path, map_location=device)
-    query = load_split(manifest, "query", source=source)
-    database = load_split(manifest, "database", source=source)
-    if query.label_csr.shape[1] != database.label_csr.shape[1]:
+    config = extra.get("config") or {}
+    if features is not None and config.get("freeze_backbone"):
+        from nhl.features import load_features
+
+        expect = {"backbone": model.spec.backbone, "backbone_params": dict(model.spec.backbone_kwargs),
+                  "input_size": model.spec.input_size}
+        query = load_features(features, manifest, "query", expect)
+        database = load_features(features, manifest, "database", expect)
+    else:
+        query = load_split(manifest, "query", source=source)
+        database = load_split(manifest, "database", source=source)
+    if _num_classes(query) != _num_classes(database):
         raise ValueError(f"manifest {manifest}: query and database have different label widths")
-    if query[0][0].shape[0] != model.spec.in_channels:
+    if getattr(query, "in_channels", None) is None and query[0][0].shape[0] != model.spec.in_channels:
         raise ValueError(f"model file {model_path}: expects {model.spec.in_channels}-channel images, "
                          f"the manifest's images have {query[0][0].shape[0]}")
     bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)

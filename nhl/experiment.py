@@ -59,7 +59,8 @@ def check_output_dir(directory: str | os.PathLike, what: str = "output directory
 def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_path: str | os.PathLike,
                         model_id: str, workdir: str | os.PathLike | None = None, resume: bool = False,
                         progress: bool = True, source: str | os.PathLike | None = None,
-                        track: bool = True, tags: dict[str, str] | None = None) -> TrainResult:
+                        track: bool = True, tags: dict[str, str] | None = None,
+                        features: str | os.PathLike | None = None) -> TrainResult:
     """Train on the manifest's `train` split, select on `val` (database: `train`), save the model.
 
     Under `torchrun` every process trains its share of each global batch; only rank 0 writes the
@@ -67,7 +68,9 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     checkpoints in `workdir` (default: `<model dir>/checkpoints/<model_id>`) are removed once the
     model file exists, so a finished run never leaves a stale checkpoint for `resume` to pick up.
     With `track`, the run is logged to MLflow (params, per-epoch curves, the model); its run id
-    is stored in the model file so evaluation can add its metrics to the same run.
+    is stored in the model file so evaluation can add its metrics to the same run. With
+    `config.freeze_backbone` and `features` (the features stage's directory), the head trains on
+    the cached features instead of images.
     """
     model_path = Path(model_path)
     is_main = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and tracks
@@ -75,8 +78,16 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     if is_main:
         check_output_dir(model_path.parent, "model directory")
         check_output_dir(workdir, "checkpoint directory")
-    train_set = load_split(manifest, "train", source=source)
-    val_set = load_split(manifest, "val", source=source)
+    if config.freeze_backbone and features is not None:   # the head alone, on the features stage's cache
+        from nhl.features import load_features
+
+        expect = {"backbone": config.backbone, "backbone_params": dict(config.backbone_params),
+                  "input_size": config.input_size}
+        train_set = load_features(features, manifest, "train", expect)
+        val_set = load_features(features, manifest, "val", expect)
+    else:
+        train_set = load_split(manifest, "train", source=source)
+        val_set = load_split(manifest, "val", source=source)
     for name, split in (("train", train_set), ("val", val_set)):
         if len(split) == 0:
             raise ValueError(f"manifest {manifest}: the {name} split is empty; expected at least one item")

@@ -45,6 +45,7 @@ _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
     "loss_params": (dict,), "backbone": (str,), "backbone_params": (dict,), "pretrained": (bool, str),
     "input_size": (int, type(None)), "epochs": (int,), "batch_size": (int,), "lr": (int, float),
     "weight_decay": (int, float), "patience": (int,), "eval_every": (int,), "seed": (int,), "device": (str,),
+    "freeze_backbone": (bool,),
 }
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     backbone_params: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str = False
     input_size: int | None = None   # resize images to this side inside the model (None: keep)
+    freeze_backbone: bool = False   # train the hash head only; the backbone stays as loaded (eval mode)
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -175,11 +177,12 @@ def seed_everything(seed: int) -> None:
 
 
 def infer_label_shape(dataset: Dataset) -> tuple[int, int]:
-    """(number of classes, number of input channels) read from the first item."""
+    """(number of classes, number of input channels) read from the first item (a dataset of cached
+    features, `nhl.features.FeatureSet`, says its images' channels in `in_channels`)."""
     if len(dataset) == 0:
         raise ValueError("train split: expected at least one item, got an empty split")
     image, labels, *_ = dataset[0]
-    return int(labels.shape[-1]), int(image.shape[0])
+    return int(labels.shape[-1]), int(getattr(dataset, "in_channels", None) or image.shape[0])
 
 
 class Trainer:
@@ -203,11 +206,14 @@ class Trainer:
         spec = HasherSpec(config.backbone, in_channels, tuple(config.lengths), dict(config.backbone_params),
                           config.input_size)
         self.model = Hasher(spec, pretrained=config.pretrained).to(self.device)
+        if config.freeze_backbone:
+            self.model.backbone.requires_grad_(False)
         losses = build_length_losses(config.loss, list(config.lengths), num_classes=num_classes,
                                      num_train=len(train_set), centers=config.centers, seed=config.seed,
                                      **config.loss_params)
         self.objective = NestedObjective(losses, config.distill, config.distill_weight).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.forward_module: nn.Module = _TrainForward(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -324,6 +330,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        if self.config.freeze_backbone:
+            self.model.backbone.eval()   # frozen: batch-norm statistics stay as loaded too
         loader = self._train_loader()
         losses = []
         bar = tqdm(loader, desc=f"{self.config.loss} {self.config.mode} epoch {self.epoch + 1}/{self.config.epochs}",

@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"), help="where <model_id>.json goes")
     parser.add_argument("--plots-dir", type=Path, default=Path("plots"),
                         help="where pr/<model_id>.csv and history/<model_id>.json go")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="cached features (the features stage's output), used for frozen-backbone models")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     return parser.parse_args(argv)
 
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         pr_lengths = tuple(section.get("pr_lengths", (16, 64)))
         for option, folder in (("--metrics-dir", args.metrics_dir), ("--plots-dir", args.plots_dir)):
             check_output_dir(folder, option)   # before any work, so no file of the three is written alone
-        record, rows, history = evaluate_file(args.model, args.manifest, topk=topk, pr_lengths=pr_lengths)
+        record, rows, history = evaluate_file(args.model, args.manifest, topk=topk, pr_lengths=pr_lengths,
+                                              features=args.features)
         model_id = record["model_id"]
         atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
         atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")

@@ -1,7 +1,7 @@
 """Stage `split`: split the fetched dataset by the protocol in params.yaml `data`.
 
 Writes manifest.csv + manifest.json (protocol, seed, content hash) to the output directory,
-replaced atomically. Counts given in params (`query`, `train`, `val`, `train_in_database`)
+replaced atomically. Counts given in params (`query`, `train`, `val`, `train_in_database`, `per_class`)
 override the registered protocol's; the meta lists which ones differ.
 
     python pipelines/split.py --params params.yaml --raw data/raw/mnist5k --out data/splits
@@ -21,7 +21,7 @@ from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
-OVERRIDES = ("query", "train", "val", "train_in_database")
+OVERRIDES = ("query", "train", "val", "train_in_database", "per_class")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_overrides(overrides: dict) -> None:
     """Counts must be positive integers and `train_in_database` a boolean (one-line error naming the key)."""
     for key, value in overrides.items():
-        if key == "train_in_database":
+        if key in ("train_in_database", "per_class"):
             if not isinstance(value, bool):
                 raise ValueError(f"data.{key} must be true, false or null, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:

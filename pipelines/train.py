@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", required=True, help="baseline-<k>, nhl-noA-noD, nhl-A, nhl-D or nhl-full")
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory")
     parser.add_argument("--out", type=Path, default=Path("models"), help="model directory (default: %(default)s)")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="cached features (the features stage's output), used with train.freeze_backbone")
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     return parser.parse_args(argv)
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         config = build_train_config(section, args.loss, args.variant, losses.get(args.loss) or {})
         mid = model_id(args.loss, args.variant)
         result = train_from_manifest(config, args.manifest, args.out / f"{mid}.pt", mid, resume=args.resume,
-                                     track=not args.no_track, progress=sys.stderr.isatty())
+                                     track=not args.no_track, progress=sys.stderr.isatty(),
+                                     features=args.features if config.freeze_backbone else None)
     except (ValueError, OSError, FloatingPointError) as err:  # OSError: unreadable input, unwritable output
         print(stage_error("train", err), file=sys.stderr)
         return 2

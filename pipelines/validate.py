@@ -1,6 +1,7 @@
 """Stage `validate`: the Great Expectations gate over the split manifest.
 
-Always writes result.json and audit.md to the output directory (replaced atomically) when there
+File sources have every image decoded; each result is cached by content hash in --cache, so a
+rerun decodes only changed images. Always writes result.json and audit.md to the output directory (replaced atomically) when there
 is a manifest to judge; exits 1 naming the failed checks when any fails, 2 on bad input.
 
     python pipelines/validate.py --params params.yaml --manifest data/splits --out reports/validation
@@ -26,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="manifest directory (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("reports/validation"),
                         help="report directory (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=Path("data/cache/image_checks.json"),
+                        help="per-image check results by content hash, for file sources (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in (("validate_sample", sample), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"data.{key}: expected a non-negative integer, got {value!r}")
-        result = validate_manifest(args.manifest, sample=sample, seed=seed)
+        result = validate_manifest(args.manifest, sample=sample, seed=seed, cache_file=args.cache)
         write_report(result, args.out)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(stage_error("validate", err), file=sys.stderr)

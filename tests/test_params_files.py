@@ -13,7 +13,7 @@ from nhl.models.backbones import list_backbones
 
 ROOT = Path(__file__).resolve().parents[1]
 # pipeline params files (a full params.yaml each); params/claims.yaml is an experiment plan, tested in test_claims
-FILES = [ROOT / "params.yaml", ROOT / "params" / "cifar10.yaml"]
+FILES = [ROOT / "params.yaml", ROOT / "params" / "cifar10.yaml", ROOT / "params" / "own-images.yaml"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

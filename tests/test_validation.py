@@ -70,7 +70,8 @@ def _copy_with(manifest: Path, target: Path, change=None, meta_change=None, keep
     data = frame.to_csv(index=False, lineterminator="\n").encode()
     (target / "manifest.csv").write_bytes(data)
     if not keep_hash:
-        meta["content_hash"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        images = ("\nimages " + meta["images_hash"]).encode() if meta.get("images_hash") else b""
+        meta["content_hash"] = "sha256:" + hashlib.sha256(data + images).hexdigest()
     (target / "manifest.json").write_text(json.dumps(meta))
     return target
 
@@ -160,10 +161,10 @@ def test_missing_and_corrupt_image_files(gate, file_manifest, tmp_path):
     result = gate(file_manifest, images=images)
     assert _failed(result) == {f"images exist (files under {images})"}
 
-    for n in range(27):  # every sampled file is corrupt now
+    for n in range(27):  # every file is corrupt now; file manifests have every image decoded
         (images / f"{n}.png").write_bytes(b"not a png")
     result = gate(file_manifest, images=images, sample=4)
-    assert "a sample of 4 images decodes" in _failed(result)
+    assert "every image decodes, within the root and the pixel limit (27 files)" in _failed(result)
 
 
 def test_nothing_to_validate_raises(gate, tmp_path):

@@ -17,9 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 from nhl.data.manifest import CSV_NAME, labels_csr_from_strings, read_manifest, split_frame
+from nhl.data.paths import inside_root
 from nhl.data.raw import read_images
+from nhl.images import convert, open_image, resize
 
-GREY_MODES = {"1", "L", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -27,8 +29,8 @@ class ManifestDataset(Dataset):
     """Images of one split, from rows of an in-memory array (`images`) or files under `root`.
 
     `frame` holds the split's manifest rows in order; `channels` (1 or 3) converts every image to
-    grey or RGB (needed for file datasets that mix both); `mean`/`std` are one value or one per
-    channel.
+    grey or RGB (needed for file datasets that mix both); `size` resizes every image to
+    `size x size` (file datasets of mixed sizes); `mean`/`std` are one value or one per channel.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class ManifestDataset(Dataset):
         mean: float | Sequence[float] | None = None,
         std: float | Sequence[float] | None = None,
         channels: int | None = None,
+        size: int | None = None,
     ) -> None:
         if "row" in frame.columns and images is None:
             raise ValueError("a manifest with a 'row' column needs the raw image array (images=...)")
@@ -60,6 +63,7 @@ class ManifestDataset(Dataset):
         if self.std is not None and bool((self.std <= 0).any()):
             raise ValueError(f"std must be positive, got {std!r}")
         self.channels = channels
+        self.size = size
 
     @property
     def labels(self) -> torch.Tensor:
@@ -87,6 +91,8 @@ class ManifestDataset(Dataset):
         pixels = self._pixels(index)
         image = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(255.0)  # a writable copy
         image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
+        if self.size is not None and tuple(image.shape[-2:]) != (self.size, self.size):
+            image = resize(image, self.size)
         if self.transform is not None:
             image = self.transform(image)
         if self.mean is not None:
@@ -104,11 +110,18 @@ class ManifestDataset(Dataset):
             return np.asarray(_pil().fromarray(pixels).convert("L" if self.channels == 1 else "RGB"))
         path = self.root / self.frame.at[index, "path"]
         try:
-            with _pil().open(path) as image:
+            path = inside_root(self.root, self.frame.at[index, "path"], "manifest entry")
+            with open_image(path) as image:
                 mode = {1: "L", 3: "RGB"}.get(self.channels) or ("L" if image.mode in GREY_MODES else "RGB")
-                return np.asarray(image.convert(mode))
-        except OSError as err:
-            raise ValueError(f"image {path} (item {self.item_ids[index]}) cannot be decoded: {err}") from None
+                try:
+                    return np.asarray(convert(image, mode))
+                except (OSError, SyntaxError) as err:
+                    raise ValueError(f"image {path}: cannot be decoded ({err})") from None
+        except ValueError as err:   # "image <path>: why" -> "image <path> (item <id>) why"
+            text, head = str(err), f"image {path}: "
+            item = f"(item {self.item_ids[index]})"
+            raise ValueError(f"image {path} {item} {text[len(head):]}" if text.startswith(head)
+                             else f"{text} {item}") from None
 
 
 def _pil():
@@ -139,6 +152,8 @@ def load_split(
     else:
         frame, meta = read_manifest(manifest)
     num_classes = num_classes if num_classes is not None else meta.get("num_classes")
+    channels = channels if channels is not None else meta.get("channels")   # own images: always RGB
+    size = meta.get("resize")                                                # own images: any size
     if num_classes is None:
         raise ValueError("num_classes is required when the manifest is given as a DataFrame")
     rows = split_frame(frame, split)
@@ -153,7 +168,7 @@ def load_split(
         location = {"root": source}
     try:
         return ManifestDataset(rows, num_classes, transform=transform, mean=mean, std=std, channels=channels,
-                               **location)
+                               size=size, **location)
     except ValueError as err:
         if isinstance(manifest, pd.DataFrame):
             raise

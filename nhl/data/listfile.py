@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nhl.data.paths import inside_root
 
-def read_list_file(path: str | Path, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
+
+def read_list_file(path: str | Path, num_classes: int | None = None,
+                   root: str | Path | None = None) -> tuple[list[str], np.ndarray]:
     """Parse a list file into (relative paths, float32 multi-hot labels `[N, C]`).
 
     `num_classes` is required to match the vector width (multi-hot form) or to bound the indices
     (index form, where it defaults to the largest index + 1). An item needs at least one label.
+    With `root`, a path that is absolute or leads outside it (`..`, a symlink) is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,6 +50,8 @@ def read_list_file(path: str | Path, num_classes: int | None = None) -> tuple[li
             raise ValueError(f"{where}: no label is set")
         if width == 1 and num_classes is not None and values[0] >= num_classes:
             raise ValueError(f"{where}: label {values[0]} is out of range for {num_classes} classes")
+        if root is not None:
+            inside_root(root, tokens[0], where)
         paths.append(tokens[0])
         rows.append(values)
     if not paths:

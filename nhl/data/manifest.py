@@ -6,7 +6,8 @@ label indices, e.g. "3" or "0 7 12"), `split` (train, val, query or database). A
 train (or val) and database; an item in query appears nowhere else.
 
 `manifest.json` beside `manifest.csv` records how the split was made (dataset, protocol, seed,
-class count, sizes) and `content_hash`, the SHA-256 of the CSV bytes, so a changed file is detected.
+class count, sizes) and `content_hash`, the SHA-256 of the CSV bytes (and, for file sources, of the
+images' own content hash `images_hash`), so a changed file or image is detected.
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ def check_manifest(frame: pd.DataFrame) -> None:
         raise ValueError(f"manifest column 'split' has unknown values {unknown}; expected {list(SPLITS)}")
 
 
-def content_hash(data: bytes) -> str:
-    """'sha256:<hex>' of the manifest CSV bytes."""
+def content_hash(data: bytes, images_hash: str | None = None) -> str:
+    """'sha256:<hex>' of the manifest CSV bytes, and of the images' content hash when the source
+    records one (file sources), so a changed image changes the manifest's hash."""
+    if images_hash:
+        data = data + b"\nimages " + images_hash.encode()
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -128,7 +132,7 @@ def write_manifest(directory: str | Path, frame: pd.DataFrame, meta: dict) -> di
     """
     check_manifest(frame)
     data = to_csv_bytes(frame)
-    meta = dict(meta, content_hash=content_hash(data))
+    meta = dict(meta, content_hash=content_hash(data, meta.get("images_hash")))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CSV_NAME).write_bytes(data)

@@ -32,6 +32,9 @@ def save_source(data: SourceData, directory: str | Path) -> dict:
         "group_sizes": data.group_sizes(),
         "root": data.root,
         "missing": list(data.missing),
+        "channels": data.channels,
+        "image_size": data.image_size,
+        "images_hash": data.images_hash,
     }
     if data.kind == "memory":
         np.save(directory / "images.npy", data.images)
@@ -52,7 +55,9 @@ def load_source(directory: str | Path, mmap: bool = False) -> SourceData:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run the fetch stage first")
     meta = json.loads(meta_path.read_text())
-    common = dict(class_names=tuple(meta["class_names"]), missing=tuple(meta.get("missing", ())))
+    common = dict(class_names=tuple(meta["class_names"]), missing=tuple(meta.get("missing", ())),
+                  channels=meta.get("channels"), image_size=meta.get("image_size"),
+                  images_hash=meta.get("images_hash"))
     if meta["kind"] == "memory":
         groups_path = directory / "groups.npy"
         return SourceData(

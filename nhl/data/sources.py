@@ -6,6 +6,8 @@
 | `digits`    | memory | scikit-learn's 1,797 8x8 digits, scaled from 0..16 to 0..255          |
 | `cifar10`   | memory | CIFAR-10 batches in `<root>/cifar-10-batches-py` (60,000 32x32 RGB; train/test) |
 | `imagelist` | files  | list files of the hashing literature (`path 0 1 0 ... 1` or `path 7`) |
+| `imagefolder` | files | `root/<class>/<image>` folders (nhl/data/imagefolder.py)             |
+| `imagecsv`  | files  | a CSV of image paths and label names, `cat|outdoor` (nhl/data/imagecsv.py) |
 
 No source touches the network. `load(name, root, **options)` is the one way in.
 """
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from nhl.data.listfile import read_list_file
+from nhl.data.paths import inside_root
 from nhl.data.manifest import labels_to_strings
 
 
@@ -36,6 +39,9 @@ class SourceData:
       came from); protocols such as `cifar10-2` and `imagenet100` draw query and training items
       from named groups.
     - `missing`: list-file entries skipped because their image was absent (`allow_missing=True`).
+    - `channels`: 3 when every image is read as RGB (own-image sources), None to keep each image's own.
+    - `image_size`: the side file images are resized to before the model (own-image sources).
+    - `images_hash`: a content hash of every image file (file sources), part of the manifest's hash.
     """
 
     name: str
@@ -46,6 +52,9 @@ class SourceData:
     root: str | None = None
     groups: np.ndarray | None = None
     missing: tuple[str, ...] = field(default=())
+    channels: int | None = None
+    image_size: int | None = None
+    images_hash: str | None = None
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
@@ -219,7 +228,8 @@ def imagelist(
     if not root.is_dir():
         raise FileNotFoundError(f"image root {root} not found")
     named = {"all": lists} if isinstance(lists, (str, Path)) else dict(lists)
-    parsed = {group: read_list_file(root / name, num_classes) for group, name in named.items()}
+    files = {group: inside_root(root, name, f"imagelist lists.{group}") for group, name in named.items()}
+    parsed = {group: read_list_file(files[group], num_classes, root) for group in named}
     classes = num_classes or max(matrix.shape[1] for _, matrix in parsed.values())
     paths: list[str] = []
     labels: list[np.ndarray] = []
@@ -227,7 +237,7 @@ def imagelist(
     seen: dict[str, Path] = {}
     for group, (found, matrix) in parsed.items():
         if matrix.shape[1] != classes:  # index form without the top class, or a wrong width: re-read
-            found, matrix = read_list_file(root / named[group], classes)
+            found, matrix = read_list_file(files[group], classes, root)
         for rel in found:
             if rel in seen:
                 raise ValueError(f"image {rel} is listed twice ({seen[rel]} and {root / named[group]})")
@@ -245,6 +255,8 @@ def imagelist(
     keep = np.flatnonzero(exists)
     if len(keep) == 0:
         raise FileNotFoundError(f"none of the {len(paths)} listed images exist under {root}")
+    from nhl.data.filesource import files_hash
+
     return SourceData(
         "imagelist",
         np.concatenate(labels)[keep],
@@ -253,4 +265,9 @@ def imagelist(
         root=str(root),
         groups=np.asarray(groups)[keep],
         missing=missing,
+        images_hash=files_hash(root, [paths[i] for i in keep]),
     )
+
+
+# Sources in their own modules register themselves on import (after the registry exists).
+from nhl.data import imagecsv, imagefolder  # noqa: E402,F401

@@ -19,6 +19,11 @@ Protocols with `query_group`/`pool_group` draw the query set from one group of t
 | `imagenet100` | per class | 50 from group `query` | 117 from `database` | 13 from `database` | group `database` | 5k query / 13k train / own database list |
 | `mnist5k` | per class | 50 | 200 | 20 | rest (2,300) | scaled-down default |
 | `digits` | per class | 10 | 50 | 10 | rest (1,097) | tiny, for tests |
+| `custom` | per class, or totals with `per_class: false` | yours | yours | yours | rest | your own images |
+
+`custom` is the protocol for one's own data: the counts come from params (`data.query`, `train`,
+`val`, `per_class`), and counts the data cannot satisfy (most often: a class smaller than the
+per-class counts) are refused up front with a one-line error naming the class.
 
 Train + val always add up to the literature's training set, so the query and database sets match it.
 """
@@ -72,6 +77,9 @@ class Protocol:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check_feasible(self, source: SourceData) -> None:
+        """Refuse counts `source` cannot satisfy before drawing (the drawing itself also checks)."""
 
     def expected_sizes(self, num_classes: int, group_sizes: dict[str, int]) -> dict[str, int]:
         """Split sizes this protocol gives on a source with these group sizes (checked by the gate)."""
@@ -129,12 +137,43 @@ register_protocol(Protocol("mnist5k", 50, 200, 20, summary="mnist5k: 500 query, 
 register_protocol(Protocol("digits", 10, 50, 10, summary="digits: 100 query, 500 train, 100 val, 1,097 database"))
 
 
+@dataclass(frozen=True)
+class CustomProtocol(Protocol):
+    """A protocol whose counts are the user's: checked against the data before anything is drawn."""
+
+    def check_feasible(self, source: SourceData) -> None:
+        need = self.query + self.train + self.val
+        wanted = f"query {self.query} + train {self.train} + val {self.val}"
+        if not self.per_class:
+            if len(source) < need:
+                raise ValueError(f"protocol {self.name}: {len(source)} items, fewer than {need} ({wanted}); "
+                                 f"lower data.query/train/val or add images")
+            return
+        multi = np.flatnonzero(source.labels.sum(axis=1) != 1)
+        if len(multi):
+            raise ValueError(f"protocol {self.name} with per_class: true needs single-label data; item "
+                             f"{multi[0]} has {int(source.labels[multi[0]].sum())} labels (set data.per_class: false)")
+        sizes = source.labels.sum(axis=0).astype(int)
+        small = np.flatnonzero(sizes < need)
+        if len(small):
+            c = int(small[0])
+            more = f" ({len(small) - 1} more classes too small)" if len(small) > 1 else ""
+            raise ValueError(f"protocol {self.name}: class {c} ({source.class_names[c]!r}) has {sizes[c]} items, "
+                             f"fewer than {need} per class ({wanted}){more}; lower data.query/train/val or add images")
+
+
+register_protocol(CustomProtocol(
+    "custom", 10, 50, 10, summary="your own data: the counts set in params (per class, or totals with per_class: false)",
+))
+
+
 def make_split(source: SourceData, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, dict]:
     """Split `source` by `protocol` with `seed`: (manifest frame, meta for `manifest.json`).
 
     Rows are ordered train, val, query, database, each by item id, so a position within a split
     does not depend on the sampling order. Raises ValueError when the source is too small.
     """
+    protocol.check_feasible(source)
     rng = np.random.default_rng(seed)
     groups = source.groups if source.groups is not None else np.full(len(source), "all")
     if protocol.query_group is None:
@@ -163,6 +202,9 @@ def make_split(source: SourceData, protocol: Protocol, seed: int) -> tuple[pd.Da
         "image_shape": list(source.images.shape[1:]) if source.images is not None else None,
         "sizes": {s: int(len(members[s])) for s in SPLITS},
         "missing": list(source.missing),
+        "channels": source.channels,
+        "resize": source.image_size,
+        "images_hash": source.images_hash,
     }
     return frame, meta
 

@@ -67,6 +67,7 @@ def validate_manifest(
     sample: int = 16,
     expected_shape: tuple[int, ...] | None = None,
     seed: int = 0,
+    cache_file: str | Path | None = None,
 ) -> ValidationResult:
     """Run the gate on the manifest in `directory`.
 
@@ -74,6 +75,9 @@ def validate_manifest(
     (manifests with `path`); by default the `raw_dir` / `root` recorded in `manifest.json`.
     `sample` images, drawn with `seed`, are decoded and compared with `expected_shape` (by
     default the recorded `image_shape`; unchecked when neither is known).
+    File manifests (`path`) have every image checked instead of a sample: it lies inside the
+    root, decodes to RGB, and its declared size is within the pixel limit; each file's result is
+    cached in `cache_file` under its content hash, so a rerun decodes only changed images.
     Raises only when there is nothing to validate (no manifest, unreadable or incomplete meta).
     """
     directory = Path(directory)
@@ -93,8 +97,16 @@ def validate_manifest(
     expected = protocol.expected_sizes(num_classes, meta["group_sizes"])
     counts = frame["split"].value_counts()
     sizes = pd.DataFrame({"split": list(SPLITS), "count": [int(counts.get(s, 0)) for s in SPLITS]})
-    samples = _sample_frame(items, location, images, sample, seed)
-    observed_hash = content_hash((directory / CSV_NAME).read_bytes())
+    stats = None
+    if location == "path":
+        from nhl.data.imagecheck import check_images
+
+        checked, stats = check_images(images, frame["path"], str(directory / CSV_NAME), cache_file)
+        samples = checked[checked["exists"]].assign(shape=lambda f: [
+            _shape_text(h, w, m) for h, w, m in zip(f["height"], f["width"], f["mode"])])
+    else:
+        samples = _sample_frame(items, location, images, sample, seed)
+    observed_hash = content_hash((directory / CSV_NAME).read_bytes(), meta.get("images_hash"))
     batches = {
         "schema": frame,
         "items": items,
@@ -112,6 +124,7 @@ def validate_manifest(
         "protocol": protocol.name,
         "expected": expected,
         "samples": len(samples),
+        "every_image": location == "path",
         "shape": "x".join(str(s) for s in shape) if shape else None,
         "content_hash": meta["content_hash"],
     }
@@ -129,6 +142,8 @@ def validate_manifest(
         "expected_sizes": expected,
         "missing_images": {"count": len(meta.get("missing", [])), "paths": list(meta.get("missing", []))},
     }
+    if stats is not None:
+        summary["image_checks"] = {"files": len(samples), "decoded": stats.decoded, "cached": stats.cached}
     return ValidationResult(checks, summary, _class_counts(labels, num_classes))
 
 
@@ -180,6 +195,11 @@ def _suites(n: dict) -> dict[str, list[tuple[str, object]]]:
             for split in SPLITS
         ],
         "images": [
+            (f"every image decodes, within the root and the pixel limit ({n['samples']} files)",
+             gxe.ExpectColumnValuesToBeInSet(column="problem", value_set=[""])),
+            *([("sampled images have shape " + n["shape"],
+                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[n["shape"]]))] if n["shape"] else []),
+        ] if n["every_image"] else [
             (f"a sample of {n['samples']} images decodes",
              gxe.ExpectColumnValuesToBeInSet(column="decoded", value_set=[True])),
             *([(f"sampled images have shape {n['shape']}",
@@ -277,10 +297,20 @@ def _sample_frame(items: pd.DataFrame, location: str, images: Path, sample: int,
     return pd.DataFrame({"item_id": chosen["item_id"].to_numpy(), "decoded": decoded, "shape": shapes})
 
 
-def _decode_file(path: Path) -> np.ndarray:
+def _shape_text(height: int, width: int, mode: str) -> str:
+    """'HxW' or 'HxWxC' as numpy gives the decoded image (before any conversion)."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    if not mode:
+        return "unreadable"
+    bands = Image.getmodebands(mode)
+    return f"{height}x{width}" if bands == 1 else f"{height}x{width}x{bands}"
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    from nhl.images import open_image
+
+    with open_image(path) as image:   # refuses an image over the pixel limit before decoding
         image.load()
         return np.asarray(image)
 

@@ -63,7 +63,10 @@ class Hasher(nn.Module):
         return (x - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features `[B, d]` of a batch of [0, 1] images."""
+        """Backbone features `[B, d]` of a batch of [0, 1] images; a batch that already is pooled
+        features `[B, d]` (a frozen backbone's cache, nhl.features) passes through unchanged."""
+        if x.dim() == 2 and x.shape[1] == self.backbone.feature_dim:
+            return x
         return self.backbone(self.prepare(x))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
