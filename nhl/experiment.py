@@ -85,9 +85,11 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
 
     params: dict[str, Any] = {"model_id": model_id, "mode": config.mode, "num_train": len(train_set),
                               "num_val": len(val_set), **asdict(config)}
-    params.update(_manifest_params(manifest))
+    meta = _manifest_meta(manifest)
+    params.update({f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")})
     run = ModelRun(model_id, params=params, tags=tags or {}, enabled=track and is_main)
     with run:
+        run.log_datasets(meta, manifest, ("train", "val"))
         result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
                              progress=progress, on_epoch=run.log_epoch)
         extra = {
@@ -115,9 +117,8 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     return result
 
 
-def _manifest_params(manifest: str | os.PathLike) -> dict[str, Any]:
-    """Dataset, protocol, seed and content hash of the split, for the run's params."""
+def _manifest_meta(manifest: str | os.PathLike) -> dict[str, Any]:
+    """The split's `manifest.json` (dataset, protocol, seed, content hash, sizes), for the run."""
     from nhl.data.manifest import read_manifest
 
-    _, meta = read_manifest(manifest)
-    return {f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")}
+    return read_manifest(manifest)[1]

@@ -50,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
         atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
         if not args.no_track and record.get("mlflow_run_id"):
+            from nhl.data.manifest import read_manifest
             from nhl.tracking import ModelRun
 
+            # attaches to the training run without reopening it: its duration stays the training's
             with ModelRun(model_id, resume=record["mlflow_run_id"]) as run:
                 run.log_results(record["bits"])
+                run.log_datasets(read_manifest(args.manifest)[1], args.manifest, ("query", "database"))
                 run.log_artifact(args.metrics_dir / f"{model_id}.json")
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(f"evaluate: error: {err}", file=sys.stderr)

@@ -219,12 +219,19 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
     assert other.run_id not in (None, train.run_id)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)   # mlflow.end_run unsets it
 
+    trained = client_for(store).get_run(train.run_id).info
+    time.sleep(0.05)                          # an end time moved by the evaluation would show
     with tracking.ModelRun("csq-nhl-noA-noD", tags={"nhl.evaluated": "yes"}, project_root=store,
                            resume=train.run_id) as evaluate:
         evaluate.log_results({"8": {"map": 0.25}})
     assert evaluate.run_id == train.run_id
     logged = client_for(store).get_run(train.run_id)
     assert logged.info.status == "FINISHED" and logged.data.tags["nhl.evaluated"] == "yes"
+    # attached, never reopened: the run's span is still its training's
+    assert (logged.info.start_time, logged.info.end_time) == (trained.start_time, trained.end_time)
+    import mlflow
+
+    assert mlflow.active_run() is None
     assert logged.data.metrics == {"train_loss": 0.3, "map_8": 0.25} and logged.data.params == {"lr": "0.1"}
 
     with caplog.at_level(logging.WARNING):
@@ -233,6 +240,26 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
     assert missing.skipped and missing.run_id is None
     assert [r.getMessage() for r in caplog.records] == [
         f"MLflow tracking skipped: run {'0' * 32} not found in sqlite:///{store}/mlruns.db (RESOURCE_DOES_NOT_EXIST)"]
+
+
+def test_experiment_opens_on_model_training_and_runs_carry_their_datasets(store):
+    meta = {"dataset": "digits", "content_hash": "sha256:" + "ab12" * 16, "sizes": {"train": 500, "val": 100}}
+    with tracking.ModelRun("csq-baseline-8", project_root=store) as run:
+        run.log_datasets(meta, store / "splits", ("train", "val"))
+    client = client_for(store)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    # the value MLflow 3's UI reads to open the runs table instead of the GenAI overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = client.get_run(run.run_id).inputs.dataset_inputs
+    found = {(i.dataset.name, i.dataset.digest, {t.key: t.value for t in i.tags}["mlflow.data.context"],
+              json.loads(i.dataset.source)["uri"], json.loads(i.dataset.profile)["num_rows"]) for i in inputs}
+    uri = (store / "splits").resolve().as_uri()
+    assert found == {("digits/train", "ab12ab12ab12", "training", uri, 500),
+                     ("digits/val", "ab12ab12ab12", "validation", uri, 100)}
+    with pytest.raises(ValueError, match="split"):
+        from nhl.tracking.datasets import dataset_inputs
+
+        dataset_inputs(meta, store, ("holdout",))
 
 
 # -- pipeline-run tag ------------------------------------------------------------------------------
