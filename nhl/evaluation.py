@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nhl.metrics import evaluate_nested, precision_recall_curve
 from nhl.models.hasher import Hasher, encode_loader
+from nhl.timing import phase
 
 
 def encode_split(model: Hasher, dataset: Dataset, batch_size: int = 256,
@@ -78,15 +79,17 @@ def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, to
     from nhl.data.dataset import load_split
     from nhl.models.hasher import load_hasher
 
-    model, extra = load_hasher(model_path, map_location=device)
-    query = load_split(manifest, "query", source=source)
-    database = load_split(manifest, "database", source=source)
+    with phase("data"):
+        model, extra = load_hasher(model_path, map_location=device)
+        query = load_split(manifest, "query", source=source)
+        database = load_split(manifest, "database", source=source)
     if query.labels.shape[1] != database.labels.shape[1]:
         raise ValueError(f"manifest {manifest}: query and database have different label widths")
     if query[0][0].shape[0] != model.spec.in_channels:
         raise ValueError(f"model file {model_path}: expects {model.spec.in_channels}-channel images, "
                          f"the manifest's images have {query[0][0].shape[0]}")
-    bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)
+    with phase("compute"):
+        bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)
     model_id = extra.get("model_id") or os.path.splitext(os.path.basename(model_path))[0]
     return metrics_record(model_id, extra, bits, topk), rows, history_rows(extra)
 

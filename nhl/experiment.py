@@ -14,6 +14,7 @@ from typing import Any
 
 from nhl.data.dataset import load_split
 from nhl.models.hasher import save_hasher
+from nhl.timing import phase
 from nhl.training import TrainConfig, TrainResult, train_model
 from nhl.variants import parse_variant
 
@@ -75,8 +76,9 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     if is_main:
         check_output_dir(model_path.parent, "model directory")
         check_output_dir(workdir, "checkpoint directory")
-    train_set = load_split(manifest, "train", source=source)
-    val_set = load_split(manifest, "val", source=source)
+    with phase("data"):
+        train_set = load_split(manifest, "train", source=source)
+        val_set = load_split(manifest, "val", source=source)
     for name, split in (("train", train_set), ("val", val_set)):
         if len(split) == 0:
             raise ValueError(f"manifest {manifest}: the {name} split is empty; expected at least one item")
@@ -88,10 +90,11 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     meta = _manifest_meta(manifest)
     params.update({f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")})
     run = ModelRun(model_id, params=params, tags=tags or {}, enabled=track and is_main)
-    with run:
+    with phase("tracking"), run:      # what is not inside an inner phase here is MLflow's
         run.log_datasets(meta, manifest, ("train", "val"))
-        result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
-                             progress=progress, on_epoch=run.log_epoch)
+        with phase("compute"):
+            result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
+                                 progress=progress, on_epoch=run.log_epoch)
         extra = {
             "model_id": model_id,
             "config": asdict(config),
@@ -108,7 +111,8 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
         }
         if not is_main:
             return result
-        save_hasher(result.model, model_path, extra=extra)
+        with phase("outputs"):
+            save_hasher(result.model, model_path, extra=extra)
         run.log_metrics({"train_seconds": result.train_seconds, "peak_memory_mb": result.peak_memory_mb,
                          "best_epoch": result.best_epoch, "best_val_map_mean": result.best_score})
         image, *_ = train_set[0]

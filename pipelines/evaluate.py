@@ -17,6 +17,8 @@ from pathlib import Path
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.timing import phase
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,9 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl import atomic
-        from nhl.evaluation import evaluate_file, pr_rows_csv
-        from nhl.experiment import check_output_dir
+        with phase("imports"):
+            from nhl import atomic
+            from nhl.evaluation import evaluate_file, pr_rows_csv
+            from nhl.experiment import check_output_dir
 
         section = read_section(args.params, "evaluate")
         topk = section.get("topk")
@@ -46,18 +49,20 @@ def main(argv: list[str] | None = None) -> int:
             check_output_dir(folder, option)   # before any work, so no file of the three is written alone
         record, rows, history = evaluate_file(args.model, args.manifest, topk=topk, pr_lengths=pr_lengths)
         model_id = record["model_id"]
-        atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
-        atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
-        atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
+        with phase("outputs"):
+            atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
+            atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
+            atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
         if not args.no_track and record.get("mlflow_run_id"):
-            from nhl.data.manifest import read_manifest
-            from nhl.tracking import ModelRun
+            with phase("tracking"):
+                from nhl.data.manifest import read_manifest
+                from nhl.tracking import ModelRun
 
-            # attaches to the training run without reopening it: its duration stays the training's
-            with ModelRun(model_id, resume=record["mlflow_run_id"]) as run:
-                run.log_results(record["bits"])
-                run.log_datasets(read_manifest(args.manifest)[1], args.manifest, ("query", "database"))
-                run.log_artifact(args.metrics_dir / f"{model_id}.json")
+                # attaches to the training run without reopening it: its duration stays the training's
+                with ModelRun(model_id, resume=record["mlflow_run_id"]) as run:
+                    run.log_results(record["bits"])
+                    run.log_datasets(read_manifest(args.manifest)[1], args.manifest, ("query", "database"))
+                    run.log_artifact(args.metrics_dir / f"{model_id}.json")
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
@@ -67,4 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

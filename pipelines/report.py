@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.timing import phase
+
 # params.yaml sections quoted in the report's header: what produced the numbers.
 HEADER_SECTIONS = ("data", "train", "losses", "evaluate")
 
@@ -53,7 +55,8 @@ def headline_metrics(data: dict) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl.report import build_report, write_report
+        with phase("imports"):
+            from nhl.report import build_report, write_report
 
         section = read_section(args.params, "report")
         models = read_section(args.params, "models")
@@ -62,18 +65,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.params}: models.{key}: expected a non-empty list")
         everything = yaml.safe_load(args.params.read_text()) or {}
         quoted = {name: everything[name] for name in HEADER_SECTIONS if isinstance(everything.get(name), dict)}
-        report = build_report(args.metrics_dir, args.plots_dir, losses=models["losses"],
-                              variants=models["variants"], tolerance=section.get("tolerance", 0.01),
-                              manifest=args.manifest, benchmark=args.benchmark, params=quoted)
-        paths = write_report(report, args.out, map_csv=args.map_csv)
+        with phase("compute"):
+            report = build_report(args.metrics_dir, args.plots_dir, losses=models["losses"],
+                                  variants=models["variants"], tolerance=section.get("tolerance", 0.01),
+                                  manifest=args.manifest, benchmark=args.benchmark, params=quoted)
+        with phase("outputs"):
+            paths = write_report(report, args.out, map_csv=args.map_csv)
         if not args.no_track:
-            from nhl.tracking import ModelRun
+            with phase("tracking"):
+                from nhl.tracking import ModelRun
 
-            with ModelRun("report", params={"report": section, "models": models},
-                          tags={"nhl.kind": "report"}) as run:
-                run.log_metrics(headline_metrics(report.data))
-                for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
-                    run.log_artifact(paths[key])
+                with ModelRun("report", params={"report": section, "models": models},
+                              tags={"nhl.kind": "report"}) as run:
+                    run.log_metrics(headline_metrics(report.data))
+                    for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
+                        run.log_artifact(paths[key])
     except (ValueError, FileNotFoundError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 2
@@ -84,4 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

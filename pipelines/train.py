@@ -15,6 +15,8 @@ from pathlib import Path
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.timing import phase
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,8 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl.experiment import build_train_config, train_from_manifest
-        from nhl.variants import model_id
+        with phase("imports"):
+            from nhl.experiment import build_train_config, train_from_manifest
+            from nhl.variants import model_id
 
         section = read_section(args.params, "train")
         losses = read_section(args.params, "losses")
@@ -49,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

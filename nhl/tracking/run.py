@@ -11,13 +11,9 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
-
-import numpy as np
-from torch import nn
+from typing import TYPE_CHECKING, Any, Mapping
 
 from nhl.envvars import keep_environ
-from nhl.tracking.models import pinned_requirements, pytorch_flavor, quiet_logger, serving_model
 from nhl.tracking.provenance import PIPELINE_RUN_TAG, git_state, pipeline_run_tag
 from nhl.tracking.records import epoch_metrics, flatten_params, result_metrics
 from nhl.tracking.store import DEFAULT_EXPERIMENT, fail_fast, find_project_root, setup_experiment, tracking_uri
@@ -25,6 +21,10 @@ from nhl.tracking.store import DEFAULT_EXPERIMENT, fail_fast, find_project_root,
 # The package's logger name, stable for users filtering it; its own level is set so our one-line
 # warnings show even after `mlflow.pytorch` ran `logging.basicConfig(level=ERROR)` (it does so on
 # import): a logger's own level decides, the root level does not.
+if TYPE_CHECKING:   # torch and numpy are imported only by a run that logs a model
+    import numpy as np
+    from torch import nn
+
 log = logging.getLogger("nhl.tracking")
 if log.level == logging.NOTSET:
     log.setLevel(logging.WARNING)
@@ -210,6 +210,10 @@ class ModelRun:
         """
         if not self.active:
             return None
+        import numpy as np
+
+        from nhl.tracking.models import pinned_requirements, pytorch_flavor, quiet_logger, serving_model
+
         input_example = np.asarray(input_example)
         if serialization_format == "pt2" and len(input_example) == 1:
             input_example = np.concatenate([input_example] * 2)  # a batch of 1 would fix the batch size
