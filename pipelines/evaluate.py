@@ -3,7 +3,9 @@
 Writes `metrics/<model_id>.json` (per-length mAP / P@100 / P@r<=2, training cost),
 `plots/pr/<model_id>.csv` (precision-recall of hash lookup per Hamming radius) and
 `plots/history/<model_id>.json` (per-epoch loss, val mAP, adaptive weights), all atomically,
-and adds the final metrics to the model's MLflow run.
+and adds the final metrics to the model's MLflow run (attached, not reopened). In `dvc repro` it
+runs with `--no-track` and the report stage adds every model's results, so this process never
+imports MLflow (nhl/tracking/evaluations.py).
 
     python pipelines/evaluate.py --model models/csq-nhl-full.pt --manifest data/splits
 """
@@ -56,13 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_track and record.get("mlflow_run_id"):
             with phase("tracking"):
                 from nhl.data.manifest import read_manifest
-                from nhl.tracking import ModelRun
+                from nhl.tracking.evaluations import log_evaluation
 
-                # attaches to the training run without reopening it: its duration stays the training's
-                with ModelRun(model_id, resume=record["mlflow_run_id"]) as run:
-                    run.log_results(record["bits"])
-                    run.log_datasets(read_manifest(args.manifest)[1], args.manifest, ("query", "database"))
-                    run.log_artifact(args.metrics_dir / f"{model_id}.json")
+                log_evaluation(record, args.metrics_dir / f"{model_id}.json", read_manifest(args.manifest)[1],
+                               args.manifest)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2

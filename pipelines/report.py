@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                     run.log_metrics(headline_metrics(report.data))
                     for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
                         run.log_artifact(paths[key])
+                # the evaluate stages run with --no-track: their results join the training runs here
+                from nhl.tracking.evaluations import log_evaluations
+
+                model_ids = [f"{loss}-{variant}" for loss in models["losses"] for variant in models["variants"]]
+                log_evaluations([args.metrics_dir / f"{m}.json" for m in model_ids], args.manifest)
     except (ValueError, FileNotFoundError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 2

@@ -421,3 +421,33 @@ def test_ui_server_shows_the_runs_of_the_project_store(store):
     finally:
         os.killpg(server.pid, signal.SIGKILL)     # the server, its uvicorn worker and job runner
         server.wait(timeout=30)
+
+
+def test_report_stage_adds_each_evaluation_to_its_training_run_once(store, digits_manifest_dir, tmp_path):
+    from nhl.data.manifest import read_manifest
+    from nhl.tracking.evaluations import log_evaluations
+
+    with tracking.ModelRun("csq-nhl-full", project_root=store) as train:
+        train.log_epoch({"epoch": 1, "train_loss": 0.3})
+    trained = client_for(store).get_run(train.run_id).info
+    record = {"model_id": "csq-nhl-full", "mlflow_run_id": train.run_id,
+              "bits": {"8": {"map": 0.5, "p_at_100": 0.25}, "16": {"map": 0.75, "p_at_100": 0.5}}}
+    orphan = {"model_id": "untracked", "mlflow_run_id": None, "bits": {"8": {"map": 0.1}}}
+    files = [tmp_path / "csq-nhl-full.json", tmp_path / "untracked.json", tmp_path / "missing.json"]
+    files[0].write_text(json.dumps(record))
+    files[1].write_text(json.dumps(orphan))
+    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 1
+    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 0     # a report rerun adds nothing
+    client = client_for(store)
+    run = client.get_run(train.run_id)
+    assert run.data.metrics == {"train_loss": 0.3, "map_8": 0.5, "p_at_100_8": 0.25, "map_16": 0.75,
+                                "p_at_100_16": 0.5}
+    assert len(client.get_metric_history(train.run_id, "map_8")) == 1
+    assert (run.info.start_time, run.info.end_time, run.info.status) == (trained.start_time, trained.end_time,
+                                                                          "FINISHED")
+    meta = read_manifest(digits_manifest_dir)[1]
+    contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+                for i in run.inputs.dataset_inputs}
+    assert contexts == {"digits/query": "evaluation", "digits/database": "evaluation"}
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {meta["content_hash"].split(":")[1][:12]}
+    assert [a.path for a in client.list_artifacts(train.run_id)] == ["csq-nhl-full.json"]
