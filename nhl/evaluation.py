@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nhl.metrics import evaluate_nested, precision_recall_curve
 from nhl.models.hasher import Hasher, encode_loader
+from nhl.timing import phase
 
 
 def encode_split(model: Hasher, dataset: Dataset, batch_size: int = 256,
@@ -97,24 +98,26 @@ def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, to
     from nhl.data.dataset import load_split
     from nhl.models.hasher import load_hasher
 
-    model, extra = load_hasher(model_path, map_location=device)
-    config = extra.get("config") or {}
-    if features is not None and config.get("freeze_backbone"):
-        from nhl.features import load_features
+    with phase("data"):
+        model, extra = load_hasher(model_path, map_location=device)
+        config = extra.get("config") or {}
+        if features is not None and config.get("freeze_backbone"):
+            from nhl.features import load_features
 
-        expect = {"backbone": model.spec.backbone, "backbone_params": dict(model.spec.backbone_kwargs),
-                  "input_size": model.spec.input_size}
-        query = load_features(features, manifest, "query", expect)
-        database = load_features(features, manifest, "database", expect)
-    else:
-        query = load_split(manifest, "query", source=source)
-        database = load_split(manifest, "database", source=source)
+            expect = {"backbone": model.spec.backbone, "backbone_params": dict(model.spec.backbone_kwargs),
+                      "input_size": model.spec.input_size}
+            query = load_features(features, manifest, "query", expect)
+            database = load_features(features, manifest, "database", expect)
+        else:
+            query = load_split(manifest, "query", source=source)
+            database = load_split(manifest, "database", source=source)
     if _num_classes(query) != _num_classes(database):
         raise ValueError(f"manifest {manifest}: query and database have different label widths")
     if getattr(query, "in_channels", None) is None and query[0][0].shape[0] != model.spec.in_channels:
         raise ValueError(f"model file {model_path}: expects {model.spec.in_channels}-channel images, "
                          f"the manifest's images have {query[0][0].shape[0]}")
-    bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)
+    with phase("compute"):
+        bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)
     model_id = extra.get("model_id") or os.path.splitext(os.path.basename(model_path))[0]
     return metrics_record(model_id, extra, bits, topk), rows, history_rows(extra)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from nhl.data.dataset import load_split
 from nhl.models.hasher import save_hasher
+from nhl.timing import phase
 from nhl.training import TrainConfig, TrainResult, train_model
 from nhl.variants import parse_variant
 
@@ -78,16 +79,17 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     if is_main:
         check_output_dir(model_path.parent, "model directory")
         check_output_dir(workdir, "checkpoint directory")
-    if config.freeze_backbone and features is not None:   # the head alone, on the features stage's cache
-        from nhl.features import load_features
+    with phase("data"):
+        if config.freeze_backbone and features is not None:   # the head alone, on the features stage's cache
+            from nhl.features import load_features
 
-        expect = {"backbone": config.backbone, "backbone_params": dict(config.backbone_params),
-                  "input_size": config.input_size}
-        train_set = load_features(features, manifest, "train", expect)
-        val_set = load_features(features, manifest, "val", expect)
-    else:
-        train_set = load_split(manifest, "train", source=source)
-        val_set = load_split(manifest, "val", source=source)
+            expect = {"backbone": config.backbone, "backbone_params": dict(config.backbone_params),
+                      "input_size": config.input_size}
+            train_set = load_features(features, manifest, "train", expect)
+            val_set = load_features(features, manifest, "val", expect)
+        else:
+            train_set = load_split(manifest, "train", source=source)
+            val_set = load_split(manifest, "val", source=source)
     for name, split in (("train", train_set), ("val", val_set)):
         if len(split) == 0:
             raise ValueError(f"manifest {manifest}: the {name} split is empty; expected at least one item")
@@ -96,11 +98,14 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
 
     params: dict[str, Any] = {"model_id": model_id, "mode": config.mode, "num_train": len(train_set),
                               "num_val": len(val_set), **asdict(config)}
-    params.update(_manifest_params(manifest))
+    meta = _manifest_meta(manifest)
+    params.update({f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")})
     run = ModelRun(model_id, params=params, tags=tags or {}, enabled=track and is_main)
-    with run:
-        result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
-                             progress=progress, on_epoch=run.log_epoch)
+    with phase("tracking"), run:      # what is not inside an inner phase here is MLflow's
+        run.log_datasets(meta, manifest, ("train", "val"))
+        with phase("compute"):
+            result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
+                                 progress=progress, on_epoch=run.log_epoch)
         extra = {
             "model_id": model_id,
             "config": asdict(config),
@@ -117,7 +122,8 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
         }
         if not is_main:
             return result
-        save_hasher(result.model, model_path, extra=extra)
+        with phase("outputs"):
+            save_hasher(result.model, model_path, extra=extra)
         run.log_metrics({"train_seconds": result.train_seconds, "peak_memory_mb": result.peak_memory_mb,
                          "best_epoch": result.best_epoch, "best_val_map_mean": result.best_score})
         run.log_model(model_path)      # the exact file written above, loaded back with `load_hasher`
@@ -125,9 +131,8 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     return result
 
 
-def _manifest_params(manifest: str | os.PathLike) -> dict[str, Any]:
-    """Dataset, protocol, seed and content hash of the split, for the run's params."""
+def _manifest_meta(manifest: str | os.PathLike) -> dict[str, Any]:
+    """The split's `manifest.json` (dataset, protocol, seed, content hash, sizes), for the run."""
     from nhl.data.manifest import read_manifest
 
-    _, meta = read_manifest(manifest)
-    return {f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")}
+    return read_manifest(manifest)[1]

@@ -313,12 +313,14 @@ class Trainer:
         """One optimiser step; returns (weighted loss, per-length weights used)."""
         features, outputs = self.forward_module(images)
         n = len(outputs)
+        # A+D: the losses (with their distillation terms) are evaluated once; the weighting probes
+        # those same objectives down to the head weight only (see AdaptiveWeighting.from_objectives).
+        objectives = self.objective(outputs, labels, index)
         if self.weighting is not None and n > 1:
-            weights = self.weighting.compute(self.model.head, features.detach(),
-                                             lambda outs: self.objective(outs, labels, index))
+            weights = self.weighting.from_objectives(self.model.head.linear.weight, objectives,
+                                                     [u.shape[1] for u in outputs])
         else:
             weights = torch.ones(n, device=features.device)
-        objectives = self.objective(outputs, labels, index)
         total = sum(w * obj for w, obj in zip(weights.to(features.device), objectives))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -90,7 +90,9 @@ class AdaptiveWeighting:
     per-length objectives from `objective_fn(outputs)` (loss_i + lambda * SP_i), probes their
     head-weight gradients and returns the weights (detached). Under torchrun the probe gradients
     are averaged over processes first, so every process computes the same weights. Uses only `head(x)` and
-    `head.linear.weight`. Cost: one head forward and n head-only backward passes.
+    `head.linear.weight`. Cost: one head forward and n head-only backward passes. The training loop
+    uses `from_objectives` instead, which probes the step's own objectives (n head-only backward
+    passes, nothing else).
     """
 
     def __init__(self, beta: float = 1.0, faithful: bool = False) -> None:
@@ -108,8 +110,21 @@ class AdaptiveWeighting:
             if len(objectives) != len(outputs):
                 raise ValueError(f"objective_fn: expected {len(outputs)} objectives (one per length), "
                                  f"got {len(objectives)}")
-            grads = all_reduce_mean(probe_gradients(head.linear.weight, objectives))
-        weights = dominance_weights(grads, [o.shape[1] for o in outputs], self.beta, self.faithful).detach()
+            return self.from_objectives(head.linear.weight, objectives, [o.shape[1] for o in outputs])
+
+    def from_objectives(self, head_weight: nn.Parameter, objectives: Sequence[torch.Tensor],
+                        lengths: Sequence[int]) -> torch.Tensor:
+        """The weights from objectives already computed on the training step's own graph.
+
+        This is how the training loop calls it: the objectives of the real forward pass are probed
+        with `torch.autograd.grad(..., head_weight, retain_graph=True)`, which walks back only to the
+        head weight (never into the backbone), then the same objectives are weighted and
+        backpropagated once. Compared with `compute`, no second head forward and no second
+        evaluation of the losses; the gradients are the same numbers (the head sees the same
+        features, and the teacher side of distillation is detached either way).
+        """
+        grads = all_reduce_mean(probe_gradients(head_weight, list(objectives)))
+        weights = dominance_weights(grads, list(lengths), self.beta, self.faithful).detach()
         self._record(weights)
         return weights
 

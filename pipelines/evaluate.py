@@ -3,7 +3,9 @@
 Writes `metrics/<model_id>.json` (per-length mAP / P@100 / P@r<=2, training cost),
 `plots/pr/<model_id>.csv` (precision-recall of hash lookup per Hamming radius) and
 `plots/history/<model_id>.json` (per-epoch loss, val mAP, adaptive weights), all atomically,
-and adds the final metrics to the model's MLflow run.
+and adds the final metrics to the model's MLflow run (attached, not reopened). In `dvc repro` it
+runs with `--no-track` and the report stage adds every model's results, so this process never
+imports MLflow (nhl/tracking/evaluations.py).
 
     python pipelines/evaluate.py --model models/csq-nhl-full.pt --manifest data/splits
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
+
+from nhl.timing import phase
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,9 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl import atomic
-        from nhl.evaluation import evaluate_file, pr_rows_csv
-        from nhl.experiment import check_output_dir
+        with phase("imports"):
+            from nhl import atomic
+            from nhl.evaluation import evaluate_file, pr_rows_csv
+            from nhl.experiment import check_output_dir
 
         section = read_section(args.params, "evaluate")
         topk = section.get("topk")
@@ -51,15 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         record, rows, history = evaluate_file(args.model, args.manifest, topk=topk, pr_lengths=pr_lengths,
                                               features=args.features)
         model_id = record["model_id"]
-        atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
-        atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
-        atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
+        with phase("outputs"):
+            atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
+            atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
+            atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
         if not args.no_track and record.get("mlflow_run_id"):
-            from nhl.tracking import ModelRun
+            with phase("tracking"):
+                from nhl.data.manifest import read_manifest
+                from nhl.tracking.evaluations import log_evaluation
 
-            with ModelRun(model_id, resume=record["mlflow_run_id"]) as run:
-                run.log_results(record["bits"])
-                run.log_artifact(args.metrics_dir / f"{model_id}.json")
+                log_evaluation(record, args.metrics_dir / f"{model_id}.json", read_manifest(args.manifest)[1],
+                               args.manifest)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(stage_error("evaluate", err), file=sys.stderr)
         return 2
@@ -69,4 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

@@ -21,6 +21,8 @@ from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.timing import phase
+
 # params.yaml sections quoted in the report's header: what produced the numbers.
 HEADER_SECTIONS = ("data", "train", "losses", "evaluate")
 
@@ -81,7 +83,8 @@ def retrieval_examples(args: argparse.Namespace, section: dict, models: dict):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl.report import build_report, write_report
+        with phase("imports"):
+            from nhl.report import build_report, write_report
 
         section = read_section(args.params, "report")
         models = read_section(args.params, "models")
@@ -91,19 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         everything = yaml.safe_load(args.params.read_text()) or {}
         quoted = {name: everything[name] for name in HEADER_SECTIONS if isinstance(everything.get(name), dict)}
         examples = retrieval_examples(args, section, models)
-        report = build_report(args.metrics_dir, args.plots_dir, losses=models["losses"],
-                              variants=models["variants"], tolerance=section.get("tolerance", 0.01),
-                              manifest=args.manifest, benchmark=args.benchmark, params=quoted,
-                              examples=examples)
-        paths = write_report(report, args.out, map_csv=args.map_csv)
+        with phase("compute"):
+            report = build_report(args.metrics_dir, args.plots_dir, losses=models["losses"],
+                                  variants=models["variants"], tolerance=section.get("tolerance", 0.01),
+                                  manifest=args.manifest, benchmark=args.benchmark, params=quoted,
+                                  examples=examples)
+        with phase("outputs"):
+            paths = write_report(report, args.out, map_csv=args.map_csv)
         if not args.no_track:
-            from nhl.tracking import ModelRun
+            with phase("tracking"):
+                from nhl.tracking import ModelRun
 
-            with ModelRun("report", params={"report": section, "models": models},
-                          tags={"nhl.kind": "report"}) as run:
-                run.log_metrics(headline_metrics(report.data))
-                for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
-                    run.log_artifact(paths[key])
+                with ModelRun("report", params={"report": section, "models": models},
+                              tags={"nhl.kind": "report"}) as run:
+                    run.log_metrics(headline_metrics(report.data))
+                    for key in ("markdown", "json", "map_csv", "figures"):   # figures: a directory, kept as figures/
+                        run.log_artifact(paths[key])
+                # the evaluate stages run with --no-track: their results join the training runs here
+                from nhl.tracking.evaluations import log_evaluations
+
+                model_ids = [f"{loss}-{variant}" for loss in models["losses"] for variant in models["variants"]]
+                log_evaluations([args.metrics_dir / f"{m}.json" for m in model_ids], args.manifest)
     except (ValueError, FileNotFoundError) as err:
         print(stage_error("report", err), file=sys.stderr)
         return 2
@@ -114,4 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

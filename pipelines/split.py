@@ -73,4 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("data"):
+        sys.exit(main())

@@ -18,6 +18,8 @@ from nhl.orchestration import stage_error
 
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.timing import phase
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,8 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from nhl.experiment import build_train_config, train_from_manifest
-        from nhl.variants import model_id
+        with phase("imports"):
+            from nhl.experiment import build_train_config, train_from_manifest
+            from nhl.variants import model_id
 
         section = read_section(args.params, "train")
         losses = read_section(args.params, "losses")
@@ -57,4 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+
+    with phase("other"):
+        sys.exit(main())

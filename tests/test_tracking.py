@@ -277,12 +277,19 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
     assert other.run_id not in (None, train.run_id)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)   # mlflow.end_run unsets it
 
+    trained = client_for(store).get_run(train.run_id).info
+    time.sleep(0.05)                          # an end time moved by the evaluation would show
     with tracking.ModelRun("csq-nhl-noA-noD", tags={"nhl.evaluated": "yes"}, project_root=store,
                            resume=train.run_id) as evaluate:
         evaluate.log_results({"8": {"map": 0.25}})
     assert evaluate.run_id == train.run_id
     logged = client_for(store).get_run(train.run_id)
     assert logged.info.status == "FINISHED" and logged.data.tags["nhl.evaluated"] == "yes"
+    # attached, never reopened: the run's span is still its training's
+    assert (logged.info.start_time, logged.info.end_time) == (trained.start_time, trained.end_time)
+    import mlflow
+
+    assert mlflow.active_run() is None
     assert logged.data.metrics == {"train_loss": 0.3, "map_8": 0.25} and logged.data.params == {"lr": "0.1"}
 
     with caplog.at_level(logging.WARNING):
@@ -291,6 +298,26 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
     assert missing.skipped and missing.run_id is None
     assert [r.getMessage() for r in caplog.records] == [
         f"MLflow tracking skipped: run {'0' * 32} not found in sqlite:///{store}/mlruns.db (RESOURCE_DOES_NOT_EXIST)"]
+
+
+def test_experiment_opens_on_model_training_and_runs_carry_their_datasets(store):
+    meta = {"dataset": "digits", "content_hash": "sha256:" + "ab12" * 16, "sizes": {"train": 500, "val": 100}}
+    with tracking.ModelRun("csq-baseline-8", project_root=store) as run:
+        run.log_datasets(meta, store / "splits", ("train", "val"))
+    client = client_for(store)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    # the value MLflow 3's UI reads to open the runs table instead of the GenAI overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = client.get_run(run.run_id).inputs.dataset_inputs
+    found = {(i.dataset.name, i.dataset.digest, {t.key: t.value for t in i.tags}["mlflow.data.context"],
+              json.loads(i.dataset.source)["uri"], json.loads(i.dataset.profile)["num_rows"]) for i in inputs}
+    uri = (store / "splits").resolve().as_uri()
+    assert found == {("digits/train", "ab12ab12ab12", "training", uri, 500),
+                     ("digits/val", "ab12ab12ab12", "validation", uri, 100)}
+    with pytest.raises(ValueError, match="split"):
+        from nhl.tracking.datasets import dataset_inputs
+
+        dataset_inputs(meta, store, ("holdout",))
 
 
 # -- pipeline-run tag ------------------------------------------------------------------------------
@@ -452,3 +479,33 @@ def test_ui_server_shows_the_runs_of_the_project_store(store):
     finally:
         os.killpg(server.pid, signal.SIGKILL)     # the server, its uvicorn worker and job runner
         server.wait(timeout=30)
+
+
+def test_report_stage_adds_each_evaluation_to_its_training_run_once(store, digits_manifest_dir, tmp_path):
+    from nhl.data.manifest import read_manifest
+    from nhl.tracking.evaluations import log_evaluations
+
+    with tracking.ModelRun("csq-nhl-full", project_root=store) as train:
+        train.log_epoch({"epoch": 1, "train_loss": 0.3})
+    trained = client_for(store).get_run(train.run_id).info
+    record = {"model_id": "csq-nhl-full", "mlflow_run_id": train.run_id,
+              "bits": {"8": {"map": 0.5, "p_at_100": 0.25}, "16": {"map": 0.75, "p_at_100": 0.5}}}
+    orphan = {"model_id": "untracked", "mlflow_run_id": None, "bits": {"8": {"map": 0.1}}}
+    files = [tmp_path / "csq-nhl-full.json", tmp_path / "untracked.json", tmp_path / "missing.json"]
+    files[0].write_text(json.dumps(record))
+    files[1].write_text(json.dumps(orphan))
+    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 1
+    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 0     # a report rerun adds nothing
+    client = client_for(store)
+    run = client.get_run(train.run_id)
+    assert run.data.metrics == {"train_loss": 0.3, "map_8": 0.5, "p_at_100_8": 0.25, "map_16": 0.75,
+                                "p_at_100_16": 0.5}
+    assert len(client.get_metric_history(train.run_id, "map_8")) == 1
+    assert (run.info.start_time, run.info.end_time, run.info.status) == (trained.start_time, trained.end_time,
+                                                                          "FINISHED")
+    meta = read_manifest(digits_manifest_dir)[1]
+    contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+                for i in run.inputs.dataset_inputs}
+    assert contexts == {"digits/query": "evaluation", "digits/database": "evaluation"}
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {meta["content_hash"].split(":")[1][:12]}
+    assert [a.path for a in client.list_artifacts(train.run_id)] == ["csq-nhl-full.json"]

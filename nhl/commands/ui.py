@@ -38,6 +38,34 @@ def ui_command(args: argparse.Namespace) -> list[str]:
             "--host", args.host, "--port", str(args.port), "--workers", "1"]
 
 
+# MLflow 3.17's UI decides what an experiment opens on from its `workflowType` (the URL parameter,
+# else the browser's last choice, else "genai": the traces overview); the experiment's
+# `mlflow.experimentKind` tag, which nhl sets too, does not change that. This parameter opens the
+# runs table, with its Dataset and Duration columns.
+WORKFLOW = "workflowType=machine_learning"
+
+
+def browse_url(args: argparse.Namespace) -> str:
+    """The page to open: the runs of the project's experiment (the experiment list before any run)."""
+    base = f"http://{args.host}:{args.port}"
+    from nhl.tracking import DB_NAME, DEFAULT_EXPERIMENT, find_project_root
+
+    root = Path(args.project_root) if args.project_root is not None else find_project_root()
+    if not (root / DB_NAME).is_file() or os.environ.get("MLFLOW_TRACKING_URI"):
+        return f"{base}/#/experiments?{WORKFLOW}"
+    try:
+        import mlflow
+
+        from nhl.tracking import tracking_uri
+
+        found = mlflow.MlflowClient(tracking_uri(root)).get_experiment_by_name(DEFAULT_EXPERIMENT)
+    except Exception:  # noqa: BLE001 - only the link is at stake
+        found = None
+    if found is None:
+        return f"{base}/#/experiments?{WORKFLOW}"
+    return f"{base}/#/experiments/{found.experiment_id}/runs?{WORKFLOW}"
+
+
 def run(args: argparse.Namespace) -> int:
     from nhl.tracking import is_remote, tracking_uri
 
@@ -47,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     command = ui_command(args)
     env = {"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ}
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it); the runs: {browse_url(args)}",
+          flush=True)
     server = subprocess.Popen(command, env=env)
     try:  # pass a stop request on to the server (only possible from the main thread)
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.terminate())

@@ -12,13 +12,38 @@ Split by job:
 The names below are the package's public surface; import them from `nhl.tracking`.
 """
 
-from nhl.tracking.models import HASHER_ARTIFACT, MODEL_REQUIREMENTS, load_logged_model, log_hasher, pinned_requirements
-from nhl.tracking.provenance import GENERATED_PATHS, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, git_state, pipeline_run_tag
-from nhl.tracking.records import epoch_metrics, flatten_params, result_metrics
-from nhl.tracking.run import ModelRun
-from nhl.tracking.stale import STALE_TAG, mark_stale_runs
-from nhl.tracking.store import (ARTIFACTS_DIR, DB_NAME, DEFAULT_EXPERIMENT, PROBE_ENV, artifact_root, configure,
-                                find_project_root, is_remote, tracking_uri)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each public name and the module that defines it: imported on first use, so a stage that only
+# logs a run (the report) does not import torch through `models`.
+_EXPORTS = {
+    **dict.fromkeys(("HASHER_ARTIFACT", "MODEL_REQUIREMENTS", "load_logged_model", "log_hasher",
+                     "pinned_requirements"), "models"),
+    **dict.fromkeys(("GENERATED_PATHS", "PIPELINE_RUN_ENV", "PIPELINE_RUN_TAG", "git_state", "pipeline_run_tag"),
+                    "provenance"),
+    **dict.fromkeys(("epoch_metrics", "flatten_params", "result_metrics"), "records"),
+    "ModelRun": "run",
+    **dict.fromkeys(("STALE_TAG", "mark_stale_runs"), "stale"),
+    **dict.fromkeys(("ARTIFACTS_DIR", "DB_NAME", "DEFAULT_EXPERIMENT", "PROBE_ENV", "artifact_root", "configure",
+                     "find_project_root", "is_remote", "tracking_uri"), "store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nhl.tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nhl.tracking.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "ARTIFACTS_DIR", "DB_NAME", "DEFAULT_EXPERIMENT", "GENERATED_PATHS", "HASHER_ARTIFACT", "MODEL_REQUIREMENTS",

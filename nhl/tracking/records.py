@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import sys
+
 import numpy as np
-import torch
 
 _MAX_PARAM_CHARS = 6000                   # MLflow's limit on one param value
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_tensor(value: Any) -> bool:
+    """A torch tensor, without importing torch (a value cannot be one unless torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -43,7 +50,7 @@ def epoch_metrics(record: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
         elif isinstance(value, Mapping):
             for key, item in value.items():
                 add(f"{name}_{key}", item)
-        elif isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        elif isinstance(value, (list, tuple, np.ndarray)) or _is_tensor(value):
             for i, item in enumerate(np.asarray(value, dtype=float).ravel().tolist()):
                 add(f"{name}_{i}", item)
 

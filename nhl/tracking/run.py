@@ -40,9 +40,10 @@ class ModelRun:
     The run is named after `model_id` and tagged with it, the DVC stage (`stage` or
     `$DVC_STAGE`), the git commit, `nhl.pipeline_run` and the process id and host (`nhl.pid`,
     `nhl.host`); an earlier RUNNING run of the same model whose process is gone is first marked
-    KILLED (`nhl.tracking.stale`). `resume=<run id>` reopens an earlier
-    run instead (e.g. evaluation adding its metrics to the training run): only `tags` are
-    added, and the run keeps its status if the block raises. If the store cannot be reached on
+    KILLED (`nhl.tracking.stale`). `resume=<run id>` attaches to an earlier
+    run instead (e.g. evaluation adding its metrics to the training run): metrics, artifacts,
+    datasets and `tags` are added through the client, the run is never reopened, so its status,
+    start and end time stay those of its training (its duration means training). If the store cannot be reached on
     entry, one warning is logged, `skipped` is True, `run_id` None and every method does
     nothing; if a later call fails, one warning is logged and the rest is skipped. Errors in
     the caller's own input (a record without `epoch`, a non-numeric metric) still raise.
@@ -55,7 +56,7 @@ class ModelRun:
         self.model_id = model_id
         self.enabled = enabled
         self.resume = resume
-        self._resumed_status: str | None = None
+        self._attached = False
         self.params = flatten_params(params or {})
         self.tags = {key: str(value) for key, value in (tags or {}).items()}
         self.stage = stage if stage is not None else os.environ.get("DVC_STAGE")
@@ -80,11 +81,11 @@ class ModelRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.run_id is None:
+        if self.run_id is None or self._attached:
             return
         import mlflow
 
-        status = "FINISHED" if exc_type is None else self._resumed_status or "FAILED"
+        status = "FINISHED" if exc_type is None else "FAILED"
         try:
             with fail_fast(self.uri) if self.skipped else contextlib.nullcontext():
                 active = mlflow.active_run()
@@ -101,21 +102,22 @@ class ModelRun:
         from mlflow.entities import Param, RunTag
         from mlflow.exceptions import MlflowException
 
-        _, experiment_id = setup_experiment(self.project_root, self.experiment)
         client = mlflow.MlflowClient(self.uri)
         if self.resume is not None:
             with fail_fast(self.uri):
                 try:
-                    self._resumed_status = client.get_run(self.resume).info.status
+                    client.get_run(self.resume)      # must exist
                 except MlflowException as err:
                     if err.error_code != "RESOURCE_DOES_NOT_EXIST":
                         raise
                     raise _RunNotFound(err.error_code) from err
-                run = mlflow.start_run(run_id=self.resume)
-            self.run_id = run.info.run_id
+            # attached, not reopened: the run's start, end and status stay those of its training
+            self.run_id = self.resume
+            self._attached = True
             if self.tags:
                 client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in self.tags.items()])
             return
+        _, experiment_id = setup_experiment(self.project_root, self.experiment)
         commit, diff = git_state(self.project_root)
         tags = {
             "nhl.model_id": self.model_id,
@@ -179,6 +181,17 @@ class ModelRun:
                     extra: Mapping[str, float] | None = None) -> None:
         """Final metrics: per length (`map_16`, `p_at_100_16`, ...) and run-wide (`train_seconds`, ...)."""
         self.log_metrics(result_metrics(bits_metrics, extra))
+
+    def log_datasets(self, meta: Mapping[str, Any], manifest: str | os.PathLike, splits: tuple[str, ...]) -> None:
+        """Log the manifest's `splits` as dataset inputs (see `nhl.tracking.datasets`)."""
+        def send() -> None:
+            import mlflow
+
+            from nhl.tracking.datasets import dataset_inputs
+
+            mlflow.MlflowClient(self.uri).log_inputs(self.run_id, datasets=dataset_inputs(meta, manifest, splits))
+
+        self._guard("log_datasets", send)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Copy a file or directory into the run's artifacts."""

@@ -18,6 +18,10 @@ DEFAULT_EXPERIMENT = "nhl"
 DB_NAME = "mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
 # Fail fast while probing a tracking server: MLflow's defaults (7 retries, 120 s timeout) take minutes.
+# MLflow 3's UI opens an experiment of this kind on its runs table, not on the GenAI overview
+# (the values are the UI's own: genai_development, custom_model_development, ...).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
 
 
@@ -69,13 +73,16 @@ def setup_experiment(project_root: str | os.PathLike | None, experiment: str) ->
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:     # made before the kind was set
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         else:
             location = None
             if not is_remote(uri):
                 safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
                 location = (artifact_root(project_root) / safe).as_uri()
             try:
-                experiment_id = client.create_experiment(experiment, artifact_location=location)
+                experiment_id = client.create_experiment(experiment, artifact_location=location,
+                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException:       # created meanwhile by a parallel stage
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
