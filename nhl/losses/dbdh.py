@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, pair_likelihood, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, pair_likelihood, pair_mean
 
 POWERS = (1, 2)
 
@@ -31,17 +31,22 @@ class DBDHLoss(PairsMixin, HashLoss):
     pairwise = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, balance_weight: float = 0.1,
-                 power: int = 2, pairs: str = "batch", mask_unseen: bool = True) -> None:
+                 power: int = 2, pairs: str = "batch", mask_unseen: bool = True,
+                 balance_pairs: bool = False, scale: float = 0.5) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(power, bool) or power not in POWERS:
             raise ValueError(f"power: expected 1 or 2, got {power!r}")
         self.balance_weight = float(balance_weight)
         self.power = int(power)
         self._init_pairs(pairs, mask_unseen)
+        self.balance_pairs = bool(balance_pairs)
+        self.scale = float(scale)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         h = u.clamp(min=-1, max=1)
         codes, similar, weight = self.partners(h, labels, index)
-        likelihood = pair_mean(pair_likelihood(h @ codes.T / 2, similar), weight)
+        if self.balance_pairs:
+            weight = balanced_weight(similar, weight)
+        likelihood = pair_mean(pair_likelihood(self.scale * (h @ codes.T), similar), weight)
         balance = h.mean(dim=1).abs().pow(self.power).mean()
         return likelihood + self.balance_weight * balance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, pair_likelihood, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, pair_likelihood, pair_mean
 
 
 @register_loss("dhn")
@@ -32,13 +32,18 @@ class DHNLoss(PairsMixin, HashLoss):
     pairwise = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 0.1,
-                 pairs: str = "batch", mask_unseen: bool = True) -> None:
+                 pairs: str = "batch", mask_unseen: bool = True,
+                 balance_pairs: bool = False, scale: float = 0.5) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)
+        self.balance_pairs = bool(balance_pairs)
+        self.scale = float(scale)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         codes, similar, weight = self.partners(u, labels, index)
-        likelihood = pair_mean(pair_likelihood(u @ codes.T / 2, similar), weight)
+        if self.balance_pairs:
+            weight = balanced_weight(similar, weight)
+        likelihood = pair_mean(pair_likelihood(self.scale * (u @ codes.T), similar), weight)
         quant_loss = torch.log(torch.cosh(u.abs() - 1)).mean()
         return likelihood + self.quant_weight * quant_loss

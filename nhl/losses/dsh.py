@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, pair_mean
 
 
 @register_loss("dsh")
@@ -35,14 +35,18 @@ class DSHLoss(PairsMixin, HashLoss):
     pairwise = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, margin: float | None = None,
-                 quant_weight: float = 0.1, pairs: str = "batch", mask_unseen: bool = True) -> None:
+                 quant_weight: float = 0.1, pairs: str = "batch", mask_unseen: bool = True,
+                 balance_pairs: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = 2.0 * bits if margin is None else float(margin)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)
+        self.balance_pairs = bool(balance_pairs)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         codes, similar, weight = self.partners(u, labels, index)
+        if self.balance_pairs:
+            weight = balanced_weight(similar, weight)
         # ||u - v||^2 expanded, so memory is [B, M] rather than [B, M, bits]
         dist = (u.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1)[None, :] - 2 * u @ codes.T).clamp(min=0)
         pair = torch.where(similar, dist, (self.margin - dist).clamp(min=0)) / 2

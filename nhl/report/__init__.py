@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nhl.report.chooser import chooser
+from nhl.report.health import zoo_health
 from nhl.report.inputs import discover, load_results, read_benchmark, read_history, read_manifest_meta, read_pr
 from nhl.report.tables import loss_section, map_vs_bits_csv, metric_labels, model_row
 
@@ -96,6 +97,7 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
                    for loss in losses for v in variants},
         "losses": sections,
         "chooser": chooser(sections, float(tolerance), read_benchmark(benchmark)),
+        "health": zoo_health(sections),
         "figures": {},
     }
     return Report(data=data, pr=pr, history=history)
