@@ -36,14 +36,17 @@ class DSHLoss(PairsMixin, HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, margin: float | None = None,
                  quant_weight: float = 0.1, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False) -> None:
+                 balance_pairs: bool = False, squash: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = 2.0 * bits if margin is None else float(margin)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)
         self.balance_pairs = bool(balance_pairs)
+        self.squash = bool(squash)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.squash:
+            u = torch.tanh(u)
         codes, similar, weight = self.partners(u, labels, index)
         if self.balance_pairs:
             weight = balanced_weight(similar, weight)
