@@ -31,7 +31,7 @@ class TuneRow:
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
-    """`["lr=0.001,0.003", "margin=1,2"]` -> `{"lr": [0.001, 0.003], "margin": [1, 2]}` (YAML scalars)."""
+    """`["lr=0.001,3e-3", "margin=1,2"]` -> `{"lr": [0.001, 0.003], "margin": [1, 2]}`."""
     grid: dict[str, list[Any]] = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
@@ -40,8 +40,18 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
             raise ValueError(f"--grid {spec!r}: expected KEY=V1,V2,... e.g. lr=0.001,0.003")
         if key in grid:
             raise ValueError(f"--grid {key}: given twice")
-        grid[key] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        grid[key] = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
     return grid
+
+
+def _scalar(text: str) -> Any:
+    """An int, a float (`3e-3` too, which YAML 1.1 reads as a string) or another YAML scalar."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
