@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, balanced_weight, pair_likelihood, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, rms_normalise, pair_likelihood, pair_mean
 
 POWERS = (1, 2)
 
@@ -32,7 +32,7 @@ class DBDHLoss(PairsMixin, HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, balance_weight: float = 0.1,
                  power: int = 2, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, scale: float = 0.5) -> None:
+                 balance_pairs: bool = False, normalise: bool = False, scale: float = 0.5) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(power, bool) or power not in POWERS:
             raise ValueError(f"power: expected 1 or 2, got {power!r}")
@@ -40,9 +40,12 @@ class DBDHLoss(PairsMixin, HashLoss):
         self.power = int(power)
         self._init_pairs(pairs, mask_unseen)
         self.balance_pairs = bool(balance_pairs)
+        self.normalise = bool(normalise)
         self.scale = float(scale)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            u = rms_normalise(u)
         h = u.clamp(min=-1, max=1)
         codes, similar, weight = self.partners(h, labels, index)
         if self.balance_pairs:

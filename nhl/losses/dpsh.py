@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, balanced_weight, pair_likelihood, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, rms_normalise, pair_likelihood, pair_mean
 
 
 @register_loss("dpsh")
@@ -30,14 +30,17 @@ class DPSHLoss(PairsMixin, HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 0.1,
                  pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, scale: float = 0.5) -> None:
+                 balance_pairs: bool = False, normalise: bool = False, scale: float = 0.5) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)
         self.balance_pairs = bool(balance_pairs)
+        self.normalise = bool(normalise)
         self.scale = float(scale)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            u = rms_normalise(u)
         codes, similar, weight = self.partners(u, labels, index)
         if self.balance_pairs:
             weight = balanced_weight(similar, weight)

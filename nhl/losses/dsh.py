@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, balanced_weight, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, rms_normalise, pair_mean
 
 
 @register_loss("dsh")
@@ -36,15 +36,18 @@ class DSHLoss(PairsMixin, HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, margin: float | None = None,
                  quant_weight: float = 0.1, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, squash: bool = False) -> None:
+                 balance_pairs: bool = False, normalise: bool = False, squash: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = 2.0 * bits if margin is None else float(margin)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)
         self.balance_pairs = bool(balance_pairs)
+        self.normalise = bool(normalise)
         self.squash = bool(squash)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            u = rms_normalise(u)
         if self.squash:
             u = torch.tanh(u)
         codes, similar, weight = self.partners(u, labels, index)

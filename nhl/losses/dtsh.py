@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nhl.losses.base import HashLoss, register_loss
+from nhl.losses.pairs import rms_normalise
 
 
 @register_loss("dtsh")
@@ -26,12 +27,16 @@ class DTSHLoss(HashLoss):
     pairwise = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, margin: float = 5.0,
-                 quant_weight: float = 1.0) -> None:
+                 quant_weight: float = 1.0,
+                 normalise: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = float(margin)
         self.quant_weight = float(quant_weight)
+        self.normalise = bool(normalise)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            u = rms_normalise(u)
         theta = u @ u.T
         similar = ((labels @ labels.T) > 0).to(u.dtype)
         # triplets [anchor, positive, negative] weighted 1 / (P_i * N_i), anchors lacking either kind dropped

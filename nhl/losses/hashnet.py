@@ -38,7 +38,8 @@ class HashNetLoss(HashLoss):
     pairwise = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
-                 init_scale: float = 1.0, gamma: float = 0.005, power: float = 0.5, step_size: int = 200) -> None:
+                 init_scale: float = 1.0, gamma: float = 0.005, power: float = 0.5, step_size: int = 200,
+                 self_pairs: bool = True) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size: expected a positive integer, got {step_size!r}")
@@ -47,6 +48,7 @@ class HashNetLoss(HashLoss):
         self.gamma = float(gamma)
         self.power = float(power)
         self.step_size = step_size
+        self.self_pairs = bool(self_pairs)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         # fingerprint of the last training call (index sum, index sum of squares, sum of u): a repeat is not a step
         self.register_buffer("last_call", torch.full((3,), float("nan"), dtype=torch.float64))
@@ -71,6 +73,11 @@ class HashNetLoss(HashLoss):
         h = torch.tanh(self.scale * u)
         similar = (labels @ labels.T) > 0
         pair = pair_likelihood(self.alpha * h @ h.T, similar)
-        if similar.all() or not similar.any():
-            return pair.mean()
-        return pair[similar].mean() + pair[~similar].mean()
+        counted = torch.ones_like(similar)
+        if not self.self_pairs:
+            counted = ~torch.eye(len(u), dtype=torch.bool, device=u.device)
+            if not counted.any():
+                return pair.sum() * 0.0
+        if similar[counted].all() or not similar[counted].any():
+            return pair[counted].mean()
+        return pair[similar & counted].mean() + pair[~similar & counted].mean()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nhl.losses.base import HashLoss, register_loss
+from nhl.losses.pairs import rms_normalise
 
 
 @register_loss("lcdsh")
@@ -30,11 +31,15 @@ class LCDSHLoss(HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 3.0) -> None:
+    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 3.0,
+                 normalise: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
+        self.normalise = bool(normalise)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            u = rms_normalise(u)
         sign = 2 * ((labels @ labels.T) > 0).to(u.dtype) - 1
         theta = u @ u.T / 2
         binary = torch.where(u >= 0, 1.0, -1.0).to(u.dtype)

@@ -89,3 +89,9 @@ def pair_likelihood(inner: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of the pair labels under p(s=1) = sigmoid(inner), elementwise:
     log(1 + exp(inner)) - s * inner, computed stably (DPSH, DHN, DBDH, HashNet)."""
     return torch.nn.functional.softplus(inner) - similar.to(inner.dtype) * inner
+
+
+def rms_normalise(u: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each code divided by its root mean square, so every entry is +-1 on average and
+    ||u_i||^2 = bits; signs (the binary code) are unchanged."""
+    return u / u.pow(2).mean(dim=1, keepdim=True).add(eps).sqrt()
