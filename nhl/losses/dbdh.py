@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, balanced_weight, rms_normalise, pair_likelihood, pair_mean
+from nhl.losses.pairs import (PairsMixin, balanced_weight, likelihood_scale, pair_likelihood, pair_mean,
+                              rms_normalise)
 
 POWERS = (1, 2)
 
@@ -32,7 +33,8 @@ class DBDHLoss(PairsMixin, HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, balance_weight: float = 0.1,
                  power: int = 2, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, normalise: bool = False, scale: float = 0.5) -> None:
+                 balance_pairs: bool = False, normalise: bool = True,
+                 scale: float | None = None, clamp: bool | None = None) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(power, bool) or power not in POWERS:
             raise ValueError(f"power: expected 1 or 2, got {power!r}")
@@ -41,12 +43,13 @@ class DBDHLoss(PairsMixin, HashLoss):
         self._init_pairs(pairs, mask_unseen)
         self.balance_pairs = bool(balance_pairs)
         self.normalise = bool(normalise)
-        self.scale = float(scale)
+        self.scale = likelihood_scale(scale, bits, self.normalise)
+        self.clamp = (not self.normalise) if clamp is None else bool(clamp)
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.normalise:
             u = rms_normalise(u)
-        h = u.clamp(min=-1, max=1)
+        h = u.clamp(min=-1, max=1) if self.clamp else u
         codes, similar, weight = self.partners(h, labels, index)
         if self.balance_pairs:
             weight = balanced_weight(similar, weight)

@@ -95,3 +95,18 @@ def rms_normalise(u: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Each code divided by its root mean square, so every entry is +-1 on average and
     ||u_i||^2 = bits; signs (the binary code) are unchanged."""
     return u / u.pow(2).mean(dim=1, keepdim=True).add(eps).sqrt()
+
+
+# theta = LIKELIHOOD_RANGE / bits * u_i . u_j on normalised codes lies in [-8, 8] at every length
+LIKELIHOOD_RANGE = 8.0
+
+
+def likelihood_scale(scale: float | None, bits: int, normalise: bool) -> float:
+    """The factor of theta_ij = scale * u_i . v_j in the pairwise likelihood losses.
+
+    None: 8 / bits on normalised codes (||u||^2 = bits, so |theta| <= 8 at every length instead of
+    saturating the sigmoid at bits / 2 = 32 for 64 bits), 1/2 on raw codes (the papers' theta).
+    """
+    if scale is not None:
+        return float(scale)
+    return LIKELIHOOD_RANGE / bits if normalise else 0.5

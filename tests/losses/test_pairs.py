@@ -39,3 +39,51 @@ def test_balanced_weight_keeps_zero_weights_and_one_kind_batches():
     assert balanced[~similar].sum().item() == pytest.approx(0.5)
     all_similar = torch.ones(3, 3, dtype=torch.bool)
     assert torch.equal(balanced_weight(all_similar, torch.ones(3, 3)), torch.ones(3, 3))
+
+
+def test_rms_normalise_by_hand():
+    from nhl.losses.pairs import rms_normalise
+
+    u = torch.tensor([[3.0, -4.0, 0.0, 0.0], [0.5, 0.5, -0.5, 0.5]])
+    # row 0: mean square (9 + 16) / 4 = 6.25, rms 2.5; row 1: rms 0.5
+    expected = torch.tensor([[1.2, -1.6, 0.0, 0.0], [1.0, 1.0, -1.0, 1.0]])
+    assert torch.allclose(rms_normalise(u), expected, atol=1e-4)
+    assert torch.allclose(rms_normalise(u).pow(2).sum(1), torch.tensor([4.0, 4.0]), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["dpsh", "dhn", "dbdh"])
+def test_likelihood_scale_is_eight_over_bits_on_normalised_codes(name):
+    from nhl.losses import build_loss
+
+    for bits in (16, 64):
+        assert build_loss(name, bits=bits, num_classes=2, num_train=4).scale == pytest.approx(8 / bits)
+        assert build_loss(name, bits=bits, num_classes=2, num_train=4, normalise=False).scale == 0.5
+        assert build_loss(name, bits=bits, num_classes=2, num_train=4, scale=0.3).scale == 0.3
+
+
+def test_dpsh_default_is_the_likelihood_of_normalised_codes_by_hand():
+    from nhl.losses import build_loss
+
+    loss = build_loss("dpsh", bits=4, num_classes=2, num_train=3, quant_weight=0.0)
+    u = torch.tensor([[2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, -1.0], [-0.5, -0.5, -0.5, -0.5]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    # normalised: n0 = (1,1,1,1), n1 = (1,1,1,-1), n2 = -(1,1,1,1); theta = 8/4 * n_i . n_j
+    # pairs (0,1) similar theta 4; (0,2) dissimilar theta -8; (1,2) dissimilar theta -4; each twice (ordered)
+    import math
+    nll = lambda theta, s: math.log1p(math.exp(theta)) - s * theta
+    expected = (2 * nll(4.0, 1) + 2 * nll(-8.0, 0) + 2 * nll(-4.0, 0)) / 6
+    assert loss(u, labels, torch.arange(3)).item() == pytest.approx(expected, rel=1e-5)  # eps of the rms
+
+
+def test_dsh_default_contrasts_normalised_codes_by_hand():
+    from nhl.losses import build_loss
+
+    loss = build_loss("dsh", bits=4, num_classes=2, num_train=2, quant_weight=0.0)
+    assert loss.margin == 8.0
+    u = torch.tensor([[5.0, 5.0, 5.0, 5.0], [0.5, 0.5, 0.5, -0.5]], dtype=torch.float64)
+    # normalised (1,1,1,1) and (1,1,1,-1): D = 4; dissimilar: max(0, 8 - 4) / 2 = 2 for both ordered pairs.
+    # On the raw codes D = 3 * 4.5^2 + 5.5^2 = 91 > 8: the released loss would be 0 here.
+    dissimilar = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    assert loss(u, dissimilar, torch.arange(2)).item() == pytest.approx(2.0, rel=1e-5)
+    raw = build_loss("dsh", bits=4, num_classes=2, num_train=2, quant_weight=0.0, normalise=False)
+    assert raw(u, dissimilar, torch.arange(2)).item() == 0.0
