@@ -34,7 +34,8 @@ class DHNLoss(PairsMixin, HashLoss):
 
     Hyper-parameters: quant_weight (alpha, 0.1), pairs ("batch" or "bank"), mask_unseen (bank mode
     only; True: average over bank rows written so far; False: the released average over all rows,
-    where unseen rows add the constant log 2 and no gradient).
+    where unseen rows add the constant log 2 and no gradient), balance_pairs (False; True: similar and dissimilar pairs count half
+    each, `nhl.losses.pairs.balanced_weight`), normalise (True), scale (None: 8 / bits normalised, 1/2 raw).
     Uses: pairwise; a memory bank of codes and labels (buffers) only in bank mode; no centres.
     """
 

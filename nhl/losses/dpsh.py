@@ -31,7 +31,8 @@ class DPSHLoss(PairsMixin, HashLoss):
     lr 1e-3, 6 epochs) query mAP 0.507 -> 0.851 (CSQ: 0.946). normalise=False, scale=0.5 is the released loss.
 
     Hyper-parameters: quant_weight (eta in the paper, alpha in the released code; 0.1), pairs
-    ("batch" or "bank"), mask_unseen (bank mode only; as in DHN).
+    ("batch" or "bank"), mask_unseen (bank mode only; as in DHN), balance_pairs (False; True: similar and dissimilar pairs count half
+    each, `nhl.losses.pairs.balanced_weight`), normalise (True), scale (None: 8 / bits normalised, 1/2 raw).
     Uses: pairwise; a memory bank of codes and labels (buffers) only in bank mode; no centres.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import pair_likelihood
+from nhl.losses.pairs import pair_likelihood, rms_normalise
 
 
 @register_loss("hashnet")
@@ -39,7 +39,7 @@ class HashNetLoss(HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
                  init_scale: float = 1.0, gamma: float = 0.005, power: float = 0.5, step_size: int = 200,
-                 self_pairs: bool = True) -> None:
+                 self_pairs: bool = True, normalise: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size: expected a positive integer, got {step_size!r}")
@@ -49,6 +49,7 @@ class HashNetLoss(HashLoss):
         self.power = float(power)
         self.step_size = step_size
         self.self_pairs = bool(self_pairs)
+        self.normalise = bool(normalise)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         # fingerprint of the last training call (index sum, index sum of squares, sum of u): a repeat is not a step
         self.register_buffer("last_call", torch.full((3,), float("nan"), dtype=torch.float64))
@@ -70,7 +71,7 @@ class HashNetLoss(HashLoss):
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         self._advance(u, index)
-        h = torch.tanh(self.scale * u)
+        h = torch.tanh(self.scale * (rms_normalise(u) if self.normalise else u))
         similar = (labels @ labels.T) > 0
         pair = pair_likelihood(self.alpha * h @ h.T, similar)
         counted = torch.ones_like(similar)

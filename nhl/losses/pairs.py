@@ -17,6 +17,11 @@ reached 11 and the spread 6. DSH, DHN, DBDH and DPSH all stall or collapse from 
 bank and learn with batch pairs, so "batch" is their default. The DSH paper generates its pairs
 online within each mini-batch; the bank (and DPSH's U matrix) is kept as an option for comparison
 with the released code.
+
+`rms_normalise` and `likelihood_scale` are the other shared fix: from an untrained backbone the
+raw codes share a large offset and a free scale; on RMS-normalised codes the pairwise losses learn
+(measurements in `nhl.losses.dsh` and `nhl.losses.dpsh`). `balanced_weight` gives similar and
+dissimilar pairs equal total weight (measured: no gain for DSH or DPSH, kept as an option).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import torch
 
 from nhl.hierarchy import Hierarchy, resolve_hierarchy
 from nhl.losses.base import HashLoss, register_loss
+from nhl.losses.pairs import rms_normalise
 
 
 @register_loss("shrewd")
@@ -55,11 +56,13 @@ class SHREWDLoss(HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int,
                  hierarchy: Hierarchy | str | os.PathLike[str] | None = None, distance_scale: float = 0.5,
-                 kl_weight: float = 0.02, eps: float = 1e-2, balance_pairs: bool = True) -> None:
+                 kl_weight: float = 0.02, eps: float = 1e-2, balance_pairs: bool = True,
+                 normalise: bool = False) -> None:
         super().__init__(bits, num_classes, num_train)
         self.hierarchy = resolve_hierarchy(hierarchy, num_classes)
         self.distance_scale, self.kl_weight, self.eps = float(distance_scale), float(kl_weight), float(eps)
         self.balance_pairs = bool(balance_pairs)
+        self.normalise = bool(normalise)
         self.register_buffer("class_distance", torch.from_numpy(self.hierarchy.distance()).float())
 
     def item_distance(self, labels: torch.Tensor) -> torch.Tensor:
@@ -71,7 +74,7 @@ class SHREWDLoss(HashLoss):
         return torch.where(has[None, :, :], per_class[:, None, :], big).amin(dim=2)  # [B, B]
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        z = u.tanh()
+        z = (rms_normalise(u) if self.normalise else u).tanh()
         n = z.shape[0]
         code_dist = (z[:, None, :] - z[None, :, :]).abs().sum(dim=2) / (2 * self.bits)
         sem_dist = self.item_distance(labels)

@@ -87,3 +87,19 @@ def test_dsh_default_contrasts_normalised_codes_by_hand():
     assert loss(u, dissimilar, torch.arange(2)).item() == pytest.approx(2.0, rel=1e-5)
     raw = build_loss("dsh", bits=4, num_classes=2, num_train=2, quant_weight=0.0, normalise=False)
     assert raw(u, dissimilar, torch.arange(2)).item() == 0.0
+
+
+def test_dbdh_clamps_only_raw_codes_by_default():
+    from nhl.losses import build_loss
+
+    u = torch.tensor([[3.0, 1.0, -1.0, -1.0]], requires_grad=True)
+    # normalised: rms sqrt(12 / 4) = sqrt(3); the first entry 3 / sqrt(3) = 1.73 > 1 keeps its gradient
+    loss = build_loss("dbdh", bits=4, num_classes=1, num_train=1, balance_weight=1.0, power=1)
+    assert loss.clamp is False
+    loss(u, torch.ones(1, 1), torch.zeros(1, dtype=torch.long)).backward()
+    assert u.grad[0, 0] != 0
+    raw = build_loss("dbdh", bits=4, num_classes=1, num_train=1, balance_weight=1.0, power=1, normalise=False)
+    assert raw.clamp is True
+    v = u.detach().clone().requires_grad_(True)
+    raw(v, torch.ones(1, 1), torch.zeros(1, dtype=torch.long)).backward()
+    assert v.grad[0, 0] == 0                       # clamped at 1: no gradient, as released
