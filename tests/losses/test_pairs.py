@@ -103,3 +103,20 @@ def test_dbdh_clamps_only_raw_codes_by_default():
     v = u.detach().clone().requires_grad_(True)
     raw(v, torch.ones(1, 1), torch.zeros(1, dtype=torch.long)).backward()
     assert v.grad[0, 0] == 0                       # clamped at 1: no gradient, as released
+
+
+def test_shrewd_default_takes_tanh_of_the_normalised_code_by_hand():
+    import math
+
+    from nhl.losses import build_loss
+
+    loss = build_loss("shrewd", bits=4, num_classes=2, num_train=2, kl_weight=0.0)
+    u = torch.tensor([[0.2, 0.2, 0.2, 0.2], [-4.0, -4.0, -4.0, 4.0]], dtype=torch.float64)
+    # normalised: (1,1,1,1) and (-1,-1,-1,1); z = tanh of those; d_z = |z_0 - z_1|_1 / 8 = 6 tanh(1) / 8;
+    # different classes of the flat hierarchy: target 0.5; one level, so the loss is |d_z - 0.5|
+    labels = torch.eye(2, dtype=torch.float64)
+    expected = abs(6 * math.tanh(1.0) / 8 - 0.5)
+    assert loss(u, labels, torch.arange(2)).item() == pytest.approx(expected, rel=1e-4)   # eps of the rms
+    raw = build_loss("shrewd", bits=4, num_classes=2, num_train=2, kl_weight=0.0, normalise=False)
+    raw_dz = (3 * (math.tanh(0.2) + math.tanh(4.0)) + abs(math.tanh(0.2) - math.tanh(4.0))) / 8
+    assert raw(u, labels, torch.arange(2)).item() == pytest.approx(abs(raw_dz - 0.5))
