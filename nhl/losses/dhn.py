@@ -30,12 +30,14 @@ class DHNLoss(PairsMixin, HashLoss):
     pair balancing (mnist5k val mAP@64 0.337 vs 0.33 released), a smaller scale alone (0.337),
     quant_weight 0 (digits 0.490 vs 0.507) and lr 1e-2 (digits 0.145, stalls) did not help.
     Normalised codes with theta = 8 / bits * u . v did: digits (smallcnn width 16, 64 bits,
-    lr 1e-3, 6 epochs) query mAP 0.846 (DPSH, the same likelihood, 0.507 raw) (CSQ: 0.946). normalise=False, scale=0.5 is the released loss.
+    lr 1e-3, 6 epochs) query mAP 0.846 (DPSH, the same likelihood, 0.507 raw; CSQ 0.946).
+    normalise=False, scale=0.5 is the released loss.
 
     Hyper-parameters: quant_weight (alpha, 0.1), pairs ("batch" or "bank"), mask_unseen (bank mode
     only; True: average over bank rows written so far; False: the released average over all rows,
-    where unseen rows add the constant log 2 and no gradient), balance_pairs (False; True: similar and dissimilar pairs count half
-    each, `nhl.losses.pairs.balanced_weight`), normalise (True), scale (None: 8 / bits normalised, 1/2 raw).
+    where unseen rows add the constant log 2 and no gradient), balance_pairs (False; True: similar
+    and dissimilar pairs count half each, `nhl.losses.pairs.balanced_weight`), normalise (True),
+    scale (None: 8 / bits normalised, 1/2 raw).
     Uses: pairwise; a memory bank of codes and labels (buffers) only in bank mode; no centres.
     """
 
