@@ -29,7 +29,8 @@ class DPSHLoss(PairsMixin, HashLoss):
     quant_weight 0 (digits 0.490 vs 0.507) and lr 1e-2 (digits 0.145, stalls) did not help.
     Normalised codes with theta = 8 / bits * u . v did: digits (smallcnn width 16, 64 bits,
     lr 1e-3, 6 epochs) query mAP 0.507 -> 0.851 (CSQ: 0.946); mnist5k (smallcnn width 32 from
-    scratch, 64 bits, lr 1e-3, 6 epochs) query mAP@64 0.918, val 0.929 (released: val 0.30-0.33).
+    scratch, 64 bits, lr 1e-3, 6 epochs) query mAP@64 0.918, val 0.929 (released: val 0.30-0.33);
+    nested nhl-noA-noD 0.837 at 64 bits (val still rising at epoch 6: 0.75, 0.80, 0.87 over epochs 4-6).
     normalise=False, scale=0.5 is the released loss.
 
     Hyper-parameters: quant_weight (eta in the paper, alpha in the released code; 0.1), pairs

@@ -36,7 +36,8 @@ class DSHLoss(PairsMixin, HashLoss):
     subtracted before the sign). Neither pair balancing (0.313), quant_weight 0 (digits 0.474 vs
     0.506), tanh squashing (0.379; the raw outputs grew to |u| = 11.6 and froze) nor lr 3e-3 (0.365)
     fixed it; normalised codes did: digits (smallcnn width 16, 64 bits, 6 epochs) query mAP 0.506 ->
-    0.897 (CSQ: 0.946); mnist5k as above (6 epochs, lr 1e-3) query mAP@64 0.913, val 0.930.
+    0.897 (CSQ: 0.946); mnist5k as above (6 epochs, lr 1e-3) query mAP@64 0.913, val 0.930;
+    nested nhl-noA-noD 0.872 at 64 bits (val still rising at epoch 6: 0.83, 0.92, 0.92 over epochs 4-6).
 
     Hyper-parameters: margin (2 * bits when None), quant_weight (alpha, 0.1), pairs ("batch" or
     "bank"), mask_unseen (bank mode only; True: average only over bank rows written so far; False:
