@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "validate",
     "train",
+    "tune",
     "evaluate",
     "encode",
     "search",

@@ -19,17 +19,52 @@ from nhl.training import TrainConfig, TrainResult, train_model
 from nhl.variants import parse_variant
 
 
+# Training settings a loss may set for itself (`losses.<name>.train`): they change how long and how
+# fast a model learns, never what is compared (lengths, backbone, data, seed, centres, A/D settings).
+LOSS_TRAIN_KEYS = ("lr", "epochs", "patience", "weight_decay", "batch_size")
+
+
+def split_loss_settings(loss: str, settings: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hyper-parameters, training overrides) of one loss's settings (`losses.<loss>` in params.yaml).
+
+    The optional `train` sub-mapping holds the loss's own training settings (keys in
+    `LOSS_TRAIN_KEYS`); they apply to every model of that loss, baselines and nested alike, so a
+    comparison within a loss stays at equal budget. Bad input is a one-line ValueError naming
+    `losses.<loss>.train.<key>`.
+    """
+    settings = dict(settings or {})
+    overrides = settings.pop("train", None)
+    if overrides is None:
+        return settings, {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"losses.{loss}.train: expected a mapping of training settings "
+                         f"({', '.join(LOSS_TRAIN_KEYS)}), got {overrides!r}")
+    for key in overrides:
+        if key not in LOSS_TRAIN_KEYS:
+            raise ValueError(f"losses.{loss}.train.{key}: not a per-loss setting; expected some of "
+                             f"{', '.join(LOSS_TRAIN_KEYS)}")
+    return settings, dict(overrides)
+
+
 def build_train_config(section: dict[str, Any], loss: str, variant: str,
                        loss_params: dict[str, Any] | None = None) -> TrainConfig:
     """A `TrainConfig` from the shared settings (`section`), a loss name and a variant name.
 
     `section["lengths"]` lists the nested lengths; the variant picks one of them (baseline) or
-    all of them with its A/D switches.
+    all of them with its A/D switches. `loss_params` is the loss's settings (`losses.<loss>`):
+    its hyper-parameters, and in an optional `train` sub-mapping training settings that replace
+    the shared ones for every model of this loss (`split_loss_settings`).
     """
     from nhl.losses.base import get_loss_class
 
     get_loss_class(loss)  # unknown loss: one-line error listing the known ones, before any work
-    values = dict(section)
+    loss_params, overrides = split_loss_settings(loss, loss_params)
+    if overrides:
+        # validate the overrides on their own, so an error names losses.<loss>.train.<key>
+        probe = {key: value for key, value in section.items() if key in LOSS_TRAIN_KEYS}
+        probe.update(overrides)
+        TrainConfig.from_mapping(probe, where=f"losses.{loss}.train")
+    values = {**dict(section), **overrides}
     if "lengths" not in values:
         raise ValueError("train.lengths: missing; expected the list of nested code lengths, e.g. [8, 16, 32, 64, 128]")
     try:

@@ -66,3 +66,27 @@ def test_nhl_train_command(digits_manifest_dir, tmp_path, capsys):
     assert main(["train", "--loss", "csq", "--variant", "baseline-9", "--params", str(params),
                  "--manifest", str(digits_manifest_dir)]) == 2
     assert "baseline-9" in capsys.readouterr().err
+
+
+def test_loss_train_settings_override_the_shared_ones_for_every_model_of_that_loss():
+    settings = {"margin": 2.0, "train": {"lr": 0.01, "epochs": 3}}
+    for variant in ("baseline-8", "nhl-noA-noD", "nhl-full"):
+        config = build_train_config(SECTION, "dpn", variant, settings)
+        assert (config.lr, config.epochs, config.batch_size) == (0.01, 3, 50), variant
+        assert config.loss_params == {"margin": 2.0}     # `train` is not passed to the loss
+    other = build_train_config(SECTION, "csq", "baseline-8", {})
+    assert (other.lr, other.epochs) == (0.003, 1)
+    assert settings == {"margin": 2.0, "train": {"lr": 0.01, "epochs": 3}}   # the caller's mapping is untouched
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"lengths": [8]}, "losses.dpn.train.lengths: not a per-loss setting"),
+    ({"seed": 1}, "losses.dpn.train.seed: not a per-loss setting"),
+    ({"epochs": "6"}, "losses.dpn.train.epochs: expected int"),
+    ({"lr": -1.0}, "losses.dpn.train.lr: expected a non-negative number"),
+    ([1, 2], "losses.dpn.train: expected a mapping"),
+])
+def test_bad_loss_train_settings_name_the_key(train, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")) as err:
+        build_train_config(SECTION, "dpn", "baseline-8", {"train": train})
+    assert "\n" not in str(err.value)

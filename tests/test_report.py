@@ -415,3 +415,42 @@ def test_stage_script_reads_params_and_writes_outputs(project, monkeypatch):
     params["models"]["variants"] = []
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     assert stage.main(args) == 2
+
+
+# -- zoo health ----------------------------------------------------------------------------------
+def test_zoo_health_states_each_losses_best_baseline_and_flags_the_weak(project):
+    root = project["root"]
+    for bits, value in zip(LENGTHS, (0.20, 0.30, 0.25)):        # dpn's baselines far below csq's
+        path = root / "metrics" / f"dpn-baseline-{bits}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            record["bits"][str(bits)]["map"] = value
+            path.write_text(json.dumps(record))
+    report = _build(project)
+    csq_best = max(_value(project["records"], f"csq-baseline-{k}", k, "map") for k in LENGTHS)
+    dpn_best = max(v for k, v in zip(LENGTHS, (0.20, 0.30, 0.25)) if f"dpn-baseline-{k}" not in MISSING)
+    health = report.data["health"]
+    assert health["best"] == pytest.approx({"csq": csq_best, "dpn": dpn_best})
+    assert dpn_best < 0.5 * csq_best and list(health["losses"]) == ["dpn"] and health["best_loss"] == "csq"
+    line = next(line for line in render(report.data).splitlines() if line.startswith("Zoo health"))
+    assert f"csq {csq_best:.3f}" in line and f"dpn {dpn_best:.3f}" in line
+    assert "Caution" in line and f"dpn ({dpn_best:.3f})" in line
+
+
+def test_zoo_health_uses_the_claims_reports_rule():
+    from nhl.claims.tables import weak_baselines
+
+    quality = {"a": [{"variant": "baseline", "cells": {"8": {"mean": 0.9}, "16": {"mean": 0.8}}}],
+               "b": [{"variant": "baseline", "cells": {"8": {"mean": 0.44}}}],
+               "c": [{"variant": "baseline", "cells": {"8": {"mean": 0.46}}}]}
+    found = weak_baselines(quality)
+    assert found == {"losses": {"b": 0.44}, "best_loss": "a", "best_map": 0.9, "fraction": 0.5}  # 0.44 < 0.45 <= 0.46
+
+
+def test_setup_shows_each_losses_own_training_settings(project):
+    params = {"train": {"lr": 0.001, "epochs": 6, "patience": 3},
+              "losses": {"csq": {"quant_weight": 0.0001}, "dpn": {"margin": 1.0, "train": {"lr": 0.003, "epochs": 12}}}}
+    md = render(_build(project, params=params).data)
+    rows = {row[0]: row[1:] for row in _md_table(md, "Per-loss settings")}
+    assert rows["csq"] == ["quant_weight=0.0001", "0.001", "6", "3"]
+    assert rows["dpn"] == ["margin=1.0", "**0.003**", "**12**", "3"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from nhl.claims.runs import CollectedCell
 from nhl.claims.stats import mean_std, summarise
+from nhl.report.health import WEAK_FRACTION, weak_losses
 from nhl.report.inputs import ModelResult
 
 BASELINE = "baseline"
@@ -106,13 +107,13 @@ class Index:
         return result.bits[bits]["map"]
 
 
-def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = 0.5) -> dict[str, Any]:
+def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = WEAK_FRACTION) -> dict[str, Any]:
     """Losses whose separately trained models stay far behind the dataset's best loss.
 
     A loss is weak when its best baseline (mean over seeds, at any length) reaches less than
-    `fraction` of the best baseline of any loss: such models are still learning (e.g. a pairwise
-    loss from a randomly initialised network in a few epochs), so differences measured on them
-    say little about the method. `quality` is `{loss: quality_rows}`.
+    `fraction` of the best baseline of any loss (`nhl.report.health.weak_losses`, the rule the
+    comparison report's zoo health line uses too): such models are still learning, so differences
+    measured on them say little about the method. `quality` is `{loss: quality_rows}`.
     """
     best = {}
     for loss, rows in quality.items():
@@ -120,11 +121,8 @@ def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = 0
                   if c["mean"] is not None]
         if values:
             best[loss] = max(values)
-    if not best:
-        return {"losses": {}, "best_loss": None, "best_map": None, "fraction": fraction}
-    top = max(best, key=best.get)
-    weak = {loss: value for loss, value in best.items() if value < fraction * best[top]}
-    return {"losses": weak, "best_loss": top, "best_map": best[top], "fraction": fraction}
+    found = weak_losses(best, fraction)
+    return {key: found[key] for key in ("losses", "best_loss", "best_map", "fraction")}
 
 
 def _stat(values: list[float]) -> dict[str, Any]:

@@ -17,6 +17,11 @@ reached 11 and the spread 6. DSH, DHN, DBDH and DPSH all stall or collapse from 
 bank and learn with batch pairs, so "batch" is their default. The DSH paper generates its pairs
 online within each mini-batch; the bank (and DPSH's U matrix) is kept as an option for comparison
 with the released code.
+
+`rms_normalise` and `likelihood_scale` are the other shared fix: from an untrained backbone the
+raw codes share a large offset and a free scale; on RMS-normalised codes the pairwise losses learn
+(measurements in `nhl.losses.dsh` and `nhl.losses.dpsh`). `balanced_weight` gives similar and
+dissimilar pairs equal total weight (measured: no gain for DSH or DPSH, kept as an option).
 """
 
 from __future__ import annotations
@@ -63,6 +68,23 @@ class PairsMixin(MemoryBankMixin):
         return codes, similar, weight
 
 
+def balanced_weight(similar: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Pair weights under which similar and dissimilar pairs count half each (HashNet's w_ij).
+
+    Each counted similar pair gets `weight / (2 * S1)` and each counted dissimilar pair
+    `weight / (2 * S0)`, with S1, S0 the counted weight of each kind, so `pair_mean` gives
+    (mean over similar + mean over dissimilar) / 2. With one kind only, the plain weights are kept.
+    In a batch of 10 balanced classes about 9 pairs in 10 are dissimilar; without this the
+    dissimilar pairs own about 90% of the loss and its gradient.
+    """
+    sim = similar.to(weight.dtype) * weight
+    dis = weight - sim
+    s1, s0 = sim.sum(), dis.sum()
+    if float(s1) == 0.0 or float(s0) == 0.0:
+        return weight
+    return sim / (2 * s1) + dis / (2 * s0)
+
+
 def pair_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted mean of a `[B, M]` pair matrix; 0 when no pair counts (e.g. a batch of one)."""
     return (values * weight).sum() / weight.sum().clamp(min=1.0)
@@ -72,3 +94,24 @@ def pair_likelihood(inner: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of the pair labels under p(s=1) = sigmoid(inner), elementwise:
     log(1 + exp(inner)) - s * inner, computed stably (DPSH, DHN, DBDH, HashNet)."""
     return torch.nn.functional.softplus(inner) - similar.to(inner.dtype) * inner
+
+
+def rms_normalise(u: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each code divided by its root mean square, so every entry is +-1 on average and
+    ||u_i||^2 = bits; signs (the binary code) are unchanged."""
+    return u / u.pow(2).mean(dim=1, keepdim=True).add(eps).sqrt()
+
+
+# theta = LIKELIHOOD_RANGE / bits * u_i . u_j on normalised codes lies in [-8, 8] at every length
+LIKELIHOOD_RANGE = 8.0
+
+
+def likelihood_scale(scale: float | None, bits: int, normalise: bool) -> float:
+    """The factor of theta_ij = scale * u_i . v_j in the pairwise likelihood losses.
+
+    None: 8 / bits on normalised codes (||u||^2 = bits, so |theta| <= 8 at every length instead of
+    saturating the sigmoid at bits / 2 = 32 for 64 bits), 1/2 on raw codes (the papers' theta).
+    """
+    if scale is not None:
+        return float(scale)
+    return LIKELIHOOD_RANGE / bits if normalise else 0.5

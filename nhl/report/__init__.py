@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nhl.report.chooser import chooser
+from nhl.report.health import zoo_health
 from nhl.report.inputs import (
     discover,
     load_results,
@@ -107,6 +108,7 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
                    for loss in losses for v in variants},
         "losses": sections,
         "chooser": chooser(sections, float(tolerance), read_benchmark(benchmark)),
+        "health": zoo_health(sections),
         "figures": {},
     }
     if examples is not None:

@@ -67,6 +67,8 @@ def header_lines(data: dict[str, Any]) -> list[str]:
     if data["header"].get("params"):
         lines += ["", "Parameters that produced it (params.yaml):", ""]
         lines += [f"- `{name}`: {_inline(section)}" for name, section in data["header"]["params"].items()]
+        lines += loss_settings_lines(data["header"]["params"], list(data["losses"]))
+    lines += health_lines(data.get("health"))
     return lines
 
 
@@ -78,6 +80,40 @@ def _training_mode(train: dict[str, Any]) -> str:
         return (f"frozen backbone: the {weights} {backbone} is not trained; its features are computed once "
                 f"(stage `features`) and every model trains only its hash head")
     return f"full fine-tuning: every model trains its own {backbone} backbone and hash head"
+
+
+def loss_settings_lines(params: dict[str, Any], losses: list[str]) -> list[str]:
+    """Per-loss settings: each loss's hyper-parameters and the training settings its models ran with
+    (`losses.<loss>.train` over the shared `train` section; the same for its baselines and nested models)."""
+    train, settings = params.get("train") or {}, params.get("losses") or {}
+    if not train:
+        return []
+    keys = ("lr", "epochs", "patience")
+    rows = []
+    for loss in losses:
+        own = dict(settings.get(loss) or {})
+        overrides = own.pop("train", None) or {}
+        cells = [f"**{overrides[k]}**" if k in overrides else str(train.get(k, DASH)) for k in keys]
+        rows.append([loss, _inline(own) or "defaults", *cells])
+    return ["", "Per-loss settings (bold: the loss's own `losses.<loss>.train`, else the shared `train`; "
+                "a loss's baselines and nested models share them, so each comparison is at equal budget):", "",
+            *_table(["loss", "hyper-parameters", *keys], rows, align="llrrr")]
+
+
+def health_lines(health: dict[str, Any] | None) -> list[str]:
+    """The zoo health line: each loss's best baseline mAP, and the losses far below the best one."""
+    if not health or not health.get("best"):
+        return []
+    best = ", ".join(f"{loss} {value:.3f}" for loss, value in health["best"].items())
+    line = f"Zoo health (best baseline mAP at any length): {best}."
+    if health["losses"]:
+        names = ", ".join(f"{loss} ({value:.3f})" for loss, value in health["losses"].items())
+        line += (f" **Caution:** the baselines of {names} reach less than {health['fraction']:.0%} of the best "
+                 f"loss's ({health['best_loss']}: {health['best_map']:.3f}); they are still learning at this "
+                 "budget, so their differences say little about the method either way.")
+    else:
+        line += f" Every loss reaches at least {health['fraction']:.0%} of the best ({health['best_loss']})."
+    return ["", line]
 
 
 def quality_lines(section: dict[str, Any], labels: dict[str, str]) -> list[str]:

@@ -31,7 +31,7 @@ LABELS_2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
 @pytest.mark.parametrize("power", [1, 2])
 def test_dbdh_bank_matches_pair_loop_and_stores_clamped_codes(power):
     torch.manual_seed(0)
-    loss = build_loss("dbdh", bits=4, num_classes=3, num_train=8, pairs="bank", power=power)
+    loss = build_loss("dbdh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank", power=power)
     assert loss.balance_weight == 0.1 and loss.uses_memory_bank
     u1, u2 = 1.5 * torch.randn(3, 4, dtype=torch.float64), 1.5 * torch.randn(2, 4, dtype=torch.float64)
     assert (u1.abs() > 1).any() and (u2.abs() > 1).any()  # the clamp matters here
@@ -48,7 +48,7 @@ def test_dbdh_bank_matches_pair_loop_and_stores_clamped_codes(power):
 
 def test_dbdh_batch_mode_matches_loop_over_pairs_of_different_items():
     torch.manual_seed(1)
-    loss = build_loss("dbdh", bits=4, num_classes=3, num_train=8, pairs="batch", balance_weight=0.4)
+    loss = build_loss("dbdh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="batch", balance_weight=0.4)
     u = 1.5 * torch.randn(3, 4, dtype=torch.float64)
     value = loss(u, LABELS_1, torch.tensor([4, 0, 7]))
     pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
@@ -58,13 +58,13 @@ def test_dbdh_batch_mode_matches_loop_over_pairs_of_different_items():
 
 def test_dbdh_rejects_other_powers():
     with pytest.raises(ValueError, match="power"):
-        build_loss("dbdh", bits=4, num_classes=3, num_train=8, power=3)
+        build_loss("dbdh", normalise=False, bits=4, num_classes=3, num_train=8, power=3)
 
 
 @pytest.mark.parametrize("pairs", ["bank", "batch"])
 def test_dbdh_gradient_reaches_u_and_loss_falls_toward_ideal_codes(pairs):
     torch.manual_seed(2)
-    loss = build_loss("dbdh", bits=16, num_classes=2, num_train=10, pairs=pairs)
+    loss = build_loss("dbdh", normalise=False, bits=16, num_classes=2, num_train=10, pairs=pairs)
     balanced = torch.tensor([[1.] * 8 + [-1.] * 8])[:, torch.randperm(16)]
     codes = balanced * torch.tensor([[1.], [-1.]])  # two balanced, opposite class codes
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]

@@ -30,7 +30,7 @@ LABELS_2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
 @pytest.mark.parametrize("mask_unseen", [True, False])
 def test_dhn_bank_matches_pair_loop(mask_unseen):
     torch.manual_seed(0)
-    loss = build_loss("dhn", bits=4, num_classes=3, num_train=8, pairs="bank", mask_unseen=mask_unseen)
+    loss = build_loss("dhn", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank", mask_unseen=mask_unseen)
     assert loss.quant_weight == 0.1 and loss.uses_memory_bank and loss.pairwise
     u1, u2 = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     loss(u1, LABELS_1, torch.tensor([0, 5, 2]))
@@ -46,7 +46,7 @@ def test_dhn_bank_matches_pair_loop(mask_unseen):
 
 def test_dhn_batch_mode_matches_loop_over_pairs_of_different_items():
     torch.manual_seed(1)
-    loss = build_loss("dhn", bits=4, num_classes=3, num_train=8, pairs="batch", quant_weight=0.5)
+    loss = build_loss("dhn", normalise=False, bits=4, num_classes=3, num_train=8, pairs="batch", quant_weight=0.5)
     assert not loss.uses_memory_bank and dict(loss.state_dict()) == {}
     u = torch.randn(3, 4, dtype=torch.float64)
     value = loss(u, LABELS_1, torch.tensor([4, 0, 7]))
@@ -56,7 +56,7 @@ def test_dhn_batch_mode_matches_loop_over_pairs_of_different_items():
 
 
 def test_dhn_bank_is_written_only_in_training_mode():
-    loss = build_loss("dhn", bits=4, num_classes=3, num_train=8, pairs="bank")
+    loss = build_loss("dhn", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank")
     loss.eval()
     loss(torch.randn(3, 4), LABELS_1.float(), torch.tensor([0, 1, 2]))
     assert not loss.bank_seen.any() and loss.bank_codes.abs().sum() == 0
@@ -65,7 +65,7 @@ def test_dhn_bank_is_written_only_in_training_mode():
 @pytest.mark.parametrize("pairs", ["bank", "batch"])
 def test_dhn_gradient_reaches_u_and_loss_falls_toward_ideal_codes(pairs):
     torch.manual_seed(2)
-    loss = build_loss("dhn", bits=16, num_classes=2, num_train=10, pairs=pairs)
+    loss = build_loss("dhn", normalise=False, bits=16, num_classes=2, num_train=10, pairs=pairs)
     codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     if pairs == "bank":

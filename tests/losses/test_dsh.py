@@ -33,7 +33,7 @@ def batch_pairs(batch_size):
 
 def test_dsh_matches_pair_loop_over_seen_bank_rows():
     torch.manual_seed(0)
-    loss = build_loss("dsh", bits=4, num_classes=3, num_train=8, pairs="bank")
+    loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank")
     assert loss.margin == 8.0 and loss.quant_weight == 0.1 and loss.uses_memory_bank
     u1 = torch.randn(3, 4, dtype=torch.float64)
     y1 = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.]], dtype=torch.float64)
@@ -52,7 +52,7 @@ def test_dsh_matches_pair_loop_over_seen_bank_rows():
 
 def test_dsh_unmasked_reproduces_the_released_all_rows_average():
     torch.manual_seed(1)
-    loss = build_loss("dsh", bits=4, num_classes=3, num_train=6, pairs="bank", mask_unseen=False, margin=5.0,
+    loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=6, pairs="bank", mask_unseen=False, margin=5.0,
                       quant_weight=0.3)
     u = torch.randn(2, 4, dtype=torch.float64)
     y = torch.tensor([[1., 0., 0.], [0., 1., 1.]], dtype=torch.float64)
@@ -65,7 +65,7 @@ def test_dsh_unmasked_reproduces_the_released_all_rows_average():
 
 def test_dsh_bank_is_idempotent_and_not_written_in_eval_mode():
     torch.manual_seed(2)
-    loss = build_loss("dsh", bits=4, num_classes=2, num_train=5, pairs="bank")
+    loss = build_loss("dsh", normalise=False, bits=4, num_classes=2, num_train=5, pairs="bank")
     u = torch.randn(2, 4)
     y = torch.eye(2)
     index = torch.tensor([3, 0])
@@ -83,7 +83,7 @@ def test_dsh_bank_is_idempotent_and_not_written_in_eval_mode():
 
 def test_dsh_bank_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(3)
-    loss = build_loss("dsh", bits=6, num_classes=2, num_train=10, pairs="bank")
+    loss = build_loss("dsh", normalise=False, bits=6, num_classes=2, num_train=10, pairs="bank")
     codes = torch.tensor([[1., -1., 1., 1., -1., 1.]]) * torch.tensor([[1.], [-1.]])  # class 0, class 1
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     loss(labels @ codes, labels, torch.arange(10))  # the bank holds ideal codes
@@ -102,17 +102,17 @@ def test_dsh_bank_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
 # ---------------------------------------------------------------- batch mode (the paper; default)
 
 def test_dsh_batch_mode_is_the_default_and_has_no_bank():
-    loss = build_loss("dsh", bits=4, num_classes=3, num_train=8)
+    loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8)
     assert loss.pairs == "batch" and not loss.uses_memory_bank and loss.pairwise
     assert dict(loss.state_dict()) == {}
-    assert build_loss("dsh", bits=4, num_classes=3, num_train=8, pairs="bank").uses_memory_bank
+    assert build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank").uses_memory_bank
     with pytest.raises(ValueError, match="pairs: expected one of batch, bank"):
-        build_loss("dsh", bits=4, num_classes=3, num_train=8, pairs="memory")
+        build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="memory")
 
 
 def test_dsh_batch_mode_matches_loop_over_pairs_of_different_items():
     torch.manual_seed(4)
-    loss = build_loss("dsh", bits=4, num_classes=3, num_train=8, margin=6.0, quant_weight=0.2)
+    loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, margin=6.0, quant_weight=0.2)
     u = torch.randn(4, 4, dtype=torch.float64)
     y = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.], [0., 0., 1.]], dtype=torch.float64)
     value = loss(u, y, torch.tensor([7, 0, 3, 2]))
@@ -134,13 +134,13 @@ def test_a_common_drift_lowers_the_bank_loss_but_not_the_batch_loss():
     v = torch.randn(1, 8, dtype=torch.float64)
     index = torch.arange(10)
 
-    batch_loss = build_loss("dsh", bits=8, num_classes=5, num_train=10, quant_weight=0.0)
+    batch_loss = build_loss("dsh", normalise=False, bits=8, num_classes=5, num_train=10, quant_weight=0.0)
     x = (u + 0.1 * v).requires_grad_(True)
     batch_loss(x, labels, index).backward()
     assert x.grad.abs().sum() > 0 and torch.allclose(x.grad.sum(0), torch.zeros(8, dtype=torch.float64), atol=1e-12)
     assert batch_loss(u + v, labels, index).item() == pytest.approx(batch_loss(u, labels, index).item(), rel=1e-10)
 
-    bank_loss = build_loss("dsh", bits=8, num_classes=5, num_train=10, quant_weight=0.0, pairs="bank")
+    bank_loss = build_loss("dsh", normalise=False, bits=8, num_classes=5, num_train=10, quant_weight=0.0, pairs="bank")
     bank_loss(u, labels, index)  # the bank holds the codes before the step
     bank_loss.eval()             # and is not rewritten below: its rows are stale
     x = (u + 0.1 * v).requires_grad_(True)
@@ -153,7 +153,7 @@ def test_a_common_drift_lowers_the_bank_loss_but_not_the_batch_loss():
 
 def test_dsh_batch_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(6)
-    loss = build_loss("dsh", bits=6, num_classes=2, num_train=10)
+    loss = build_loss("dsh", normalise=False, bits=6, num_classes=2, num_train=10)
     codes = torch.tensor([[1., -1., 1., 1., -1., 1.]]) * torch.tensor([[1.], [-1.]])
     labels = torch.eye(2)[[0, 1, 0, 1, 1]]
     start = torch.randn(5, 6)

@@ -29,7 +29,7 @@ def reference_dtsh(u, labels, margin, lam):
 
 def test_dtsh_matches_triplet_loop():
     torch.manual_seed(0)
-    loss = build_loss("dtsh", bits=5, num_classes=3, num_train=10)
+    loss = build_loss("dtsh", normalise=False, bits=5, num_classes=3, num_train=10)
     assert loss.margin == 5.0 and loss.quant_weight == 1.0 and not loss.uses_memory_bank
     u = torch.randn(5, 5, dtype=torch.float64)
     # item 4 shares a label with everyone: as an anchor it has no negative and is left out
@@ -39,7 +39,7 @@ def test_dtsh_matches_triplet_loop():
 
 
 def test_dtsh_without_any_triplet_keeps_only_quantisation():
-    loss = build_loss("dtsh", bits=3, num_classes=2, num_train=10, quant_weight=0.5)
+    loss = build_loss("dtsh", normalise=False, bits=3, num_classes=2, num_train=10, quant_weight=0.5)
     u = torch.tensor([[0.5, -2.0, 0.0], [1.5, 0.2, -0.3]], dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([[1., 0.], [1., 0.]], dtype=torch.float64)
     value = loss(u, labels, torch.arange(2))
@@ -50,7 +50,7 @@ def test_dtsh_without_any_triplet_keeps_only_quantisation():
 
 def test_dtsh_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(2)
-    loss = build_loss("dtsh", bits=16, num_classes=2, num_train=10)
+    loss = build_loss("dtsh", normalise=False, bits=16, num_classes=2, num_train=10)
     codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1]]
     start = torch.randn(6, 16)

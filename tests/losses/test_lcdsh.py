@@ -30,7 +30,7 @@ def reference_lcdsh(u, labels, lam):
 
 def test_lcdsh_matches_pair_loop():
     torch.manual_seed(0)
-    loss = build_loss("lcdsh", bits=5, num_classes=3, num_train=10)
+    loss = build_loss("lcdsh", normalise=False, bits=5, num_classes=3, num_train=10)
     assert loss.quant_weight == 3.0 and not loss.uses_memory_bank and loss.pairwise
     u = torch.randn(4, 5, dtype=torch.float64)
     u[1, 2] = 0.0  # sign(0) counts as +1
@@ -41,7 +41,7 @@ def test_lcdsh_matches_pair_loop():
 
 def test_lcdsh_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(2)
-    loss = build_loss("lcdsh", bits=16, num_classes=2, num_train=10)
+    loss = build_loss("lcdsh", normalise=False, bits=16, num_classes=2, num_train=10)
     codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1]]
     start = torch.randn(6, 16)

@@ -72,27 +72,27 @@ LABELS = torch.tensor([[1, 0, 0, 0],
 @pytest.mark.parametrize("balance", [True, False])
 @pytest.mark.parametrize("kl_weight", [0.0, 0.3])
 def test_shrewd_matches_pair_loop(toy, balance, kl_weight):
-    loss = build_loss("shrewd", bits=4, num_classes=4, num_train=10, hierarchy=toy, distance_scale=0.6,
+    loss = build_loss("shrewd", normalise=False, bits=4, num_classes=4, num_train=10, hierarchy=toy, distance_scale=0.6,
                       kl_weight=kl_weight, eps=0.05, balance_pairs=balance)
     expected = reference_shrewd(U.numpy(), LABELS.numpy(), 0.6, kl_weight, 0.05, balance)
     assert loss(U, LABELS, torch.arange(5)).item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_hierarchy_by_name_default_flat_and_wrong_size():
-    loss = build_loss("shrewd", bits=16, num_classes=10, num_train=10, hierarchy="digits")
+    loss = build_loss("shrewd", normalise=False, bits=16, num_classes=10, num_train=10, hierarchy="digits")
     assert np.allclose(loss.class_distance.numpy(), load_hierarchy("digits").distance())
     assert loss.pairwise and not loss.uses_centers and not loss.uses_memory_bank
-    flat = build_loss("shrewd", bits=16, num_classes=3, num_train=10)
+    flat = build_loss("shrewd", normalise=False, bits=16, num_classes=3, num_train=10)
     assert np.array_equal(flat.class_distance.numpy(), 1 - np.eye(3))
     with pytest.raises(ValueError, match="expected 5"):
-        build_loss("shrewd", bits=16, num_classes=5, num_train=10, hierarchy="digits")
+        build_loss("shrewd", normalise=False, bits=16, num_classes=5, num_train=10, hierarchy="digits")
     with pytest.raises(FileNotFoundError, match="no-such"):
-        build_loss("shrewd", bits=16, num_classes=5, num_train=10, hierarchy="no-such")
+        build_loss("shrewd", normalise=False, bits=16, num_classes=5, num_train=10, hierarchy="no-such")
 
 
 def test_shrewd_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     # flat hierarchy, one item per class: ideal codes are pairwise at bits/2, which Hadamard rows are
-    loss = build_loss("shrewd", bits=8, num_classes=4, num_train=10)
+    loss = build_loss("shrewd", normalise=False, bits=8, num_classes=4, num_train=10)
     ideal = 3.0 * torch.from_numpy(scipy.linalg.hadamard(8)[[1, 2, 3, 4]]).float()
     labels = torch.eye(4)
     start = 0.1 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
@@ -107,7 +107,7 @@ def test_shrewd_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
 
 
 def test_identical_codes_and_saturated_outputs_stay_finite():
-    loss = build_loss("shrewd", bits=8, num_classes=2, num_train=10)
+    loss = build_loss("shrewd", normalise=False, bits=8, num_classes=2, num_train=10)
     u = torch.full((3, 8), 30.0, requires_grad=True)     # tanh == 1 exactly; all codes equal
     value = loss(u, torch.eye(2)[[0, 0, 1]], torch.arange(3))
     value.backward()

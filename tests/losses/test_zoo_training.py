@@ -31,6 +31,9 @@ MARGIN = 0.07
 # (query mAP 0.13-0.24 after 2 epochs, seeds 0-2); at lr 1e-3 they learn (0.28-0.40). LCDSH's
 # agreement term (lambda 3) pulls the continuous similarities toward those of the all-equal binary
 # codes: 1-2 distinct codes at lr 3e-3, 0.18-0.20 mAP with 6-7 codes at lr 1e-3; lambda 0.3 learns.
+# Those were measured on raw codes (the released losses, now `normalise=False`). The pairwise
+# losses now normalise their codes by default (nhl.losses.pairs.rms_normalise); the overrides have
+# not been re-measured under that default.
 OVERRIDES: dict[str, dict] = {
     "dhn": dict(lr=1e-3),
     "dbdh": dict(lr=1e-3),
