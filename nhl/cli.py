@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from nhl import __version__
+
 # Subcommand modules, in the order `nhl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "validate",
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nhl",
         description="Multi-length deep supervised hashing with the Nested Hash Layer.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"nhl.commands.{name}").register(subparsers)

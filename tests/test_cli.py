@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from nhl.cli import COMMAND_MODULES, build_parser, main
 
 
@@ -24,3 +26,14 @@ def test_console_help_runs_in_a_fresh_process():
     done = subprocess.run([sys.executable, "-m", "nhl.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "Nested Hash Layer" in done.stdout
+
+
+def test_version_is_the_one_in_pyproject(capsys):
+    import tomllib
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nhl {declared}"
