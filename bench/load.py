@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda v, s: "mAP " + ", ".join(f"{k}: {m['map']:.4f}" for k, m in v.items()))
     flat = measure("HashIndex flat: build", lambda: HashIndex(bits, "flat").add(db), limit, rows,
                    lambda ix, s: f"{ix.ntotal:,} codes")
-    exact_distances, _ = measure(f"HashIndex flat: search k={K}", lambda: flat.search(qc, K), limit, rows,
+    exact_distances, _ = measure(f"HashIndex flat: search k={K}", lambda ix=flat: ix.search(qc, K), limit, rows,
                        lambda r, s: f"{q / s:,.0f} queries/s")
     del flat
     from nhl.commands.search import funnel_pools  # the CLI's default pools
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"N = {n:,} database codes of {bits} bits (+-1 int8: {db.nbytes / MIB:,.0f} MiB), Q = {q:,} queries, "
         f"k = {K}, {args.classes} classes, bit-flip probability 0.2, seed {args.seed}; one process, steps run "
-        f"one after another. Working memory = peak RSS during the step ({METHOD[0]}) minus RSS at its start. Bound = 3 N b + 32 N + 16 Q (b + 1) + 12 Q k bytes + 64 MiB = {limit / MIB:,.0f} MiB "
+        f"one after another. Working memory = peak RSS during the step ({METHOD[0]}) minus RSS at its start. "
+        f"Bound = 3 N b + 32 N + 16 Q (b + 1) + 12 Q k bytes + 64 MiB = {limit / MIB:,.0f} MiB "
         f"(see bench/load.py); a Q x N int64 distance matrix alone would be {naive / 2**30:,.1f} GiB. "
         f"The bound {'holds for every step' if held else 'is EXCEEDED by a step marked no'}. "
         f"Funnel recall@{K} (tie-aware: results no farther than the exact {K}th neighbour): {recall:.3f}; these "

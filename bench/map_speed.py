@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes.split(","):
         nq, nd, bits = (int(v) for v in size.lower().split("x"))
         data = make_data(nq, nd, bits, args.classes, args.flip, args.seed)
-        ours, t_ours = timed(lambda: metrics.mean_average_precision(*data), args.repeats)
+        ours, t_ours = timed(lambda data=data: metrics.mean_average_precision(*data), args.repeats)
         tie_aware, t_expected = timed(
-            lambda: metrics.mean_average_precision(*data, ties="expected"), args.repeats)
-        ref, t_ref = timed(lambda: loop_map(*data), 1)
+            lambda data=data: metrics.mean_average_precision(*data, ties="expected"), args.repeats)
+        ref, t_ref = timed(lambda data=data: loop_map(*data), 1)
         diff = abs(ours - ref)
         print(f"{nq} x {nd} x {bits}: mAP {ours:.6f} (loop {ref:.6f}, |diff| {diff:.1e}); "
               f"loop {t_ref:.2f} s, ours {t_ours:.3f} s ({t_ref / t_ours:.0f}x), "

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = (f"mnist5k split (2,000 train, 200 val = queries, database = train), smallcnn width {args.width}, "
              f"batch 64, Adam 1e-3, {args.epochs} epochs each with early stopping off, seed {args.seed}; each model "
              f"in a fresh process, trained {args.repeats} times in interleaved rounds, median seconds shown "
-             "(same seed: the val mAP is identical across rounds); train seconds exclude the per-epoch val evaluation. Peak RSS includes the "
+             "(same seed: the val mAP is identical across rounds); train seconds exclude the per-epoch val evaluation. "
+             "Peak RSS includes the "
              "interpreter and torch (about 1 GB), so memory ratios are dominated by that floor.")
     from _report import append_table, markdown_table
 

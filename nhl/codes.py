@@ -123,7 +123,7 @@ def load_codes(path: str | os.PathLike) -> Codes:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except Exception as err:  # not a zip / truncated
+    except Exception as err:  # noqa: BLE001 - any failure (not a zip, truncated) becomes the one-line error
         raise ValueError(f"codes file {path}: cannot be read as an .npz codes file ({type(err).__name__})") from None
     if str(arrays.get("format", "")) != CODES_FORMAT:
         raise ValueError(f"codes file {path}: format field is {arrays.get('format')!r}, expected {CODES_FORMAT!r}")

@@ -88,7 +88,7 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     padded[: tensor.shape[0]] = tensor
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts)])
+    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts, strict=True)])
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

@@ -59,7 +59,7 @@ def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int |
     for k in (k for k in pr_lengths if k in lengths):
         curve = precision_recall_curve(q_codes[:, :k], q_labels, d_codes[:, :k], d_labels)
         rows += [{"bits": k, "radius": int(r), "precision": float(p), "recall": float(c)}
-                 for r, p, c in zip(curve["radius"], curve["precision"], curve["recall"])]
+                 for r, p, c in zip(curve["radius"], curve["precision"], curve["recall"], strict=True)]
     return bits, rows
 
 

@@ -60,11 +60,11 @@ class Hierarchy:
         if len(self.ancestors) != len(self.classes):
             raise ValueError(f"{where}: expected one ancestor chain per class")
         classes, parent = set(self.classes), {}
-        for cls, chain in zip(self.classes, self.ancestors):
+        for cls, chain in zip(self.classes, self.ancestors, strict=True):
             path = (cls, *chain)
             if len(set(path)) != len(path) or ROOT in chain:
                 raise ValueError(f"{where}: class {cls!r}: its ancestor chain repeats a node or names the root")
-            for node, up in zip(path[1:], (*chain[1:], ROOT)):
+            for node, up in zip(path[1:], (*chain[1:], ROOT), strict=False):
                 if node in classes:
                     raise ValueError(f"{where}: class {node!r} is also an ancestor of {cls!r}; classes must be leaves")
                 if parent.setdefault(node, up) != up:
@@ -78,7 +78,7 @@ class Hierarchy:
     def heights(self) -> dict[str, int]:
         """Height of every node (leaves 0; the root's is the tree's height, at least 1)."""
         out: dict[str, int] = {}
-        for cls, chain in zip(self.classes, self.ancestors):
+        for cls, chain in zip(self.classes, self.ancestors, strict=True):
             for level, node in enumerate((cls, *chain, ROOT)):
                 out[node] = max(out.get(node, 0), level)
         out[ROOT] = max(out[ROOT], 1)
@@ -87,7 +87,7 @@ class Hierarchy:
     def distance(self) -> np.ndarray:
         """`[C, C]` semantic distances height(lcs) / height(root), in [0, 1]."""
         heights = self.heights()
-        paths = [(cls, *chain, ROOT) for cls, chain in zip(self.classes, self.ancestors)]
+        paths = [(cls, *chain, ROOT) for cls, chain in zip(self.classes, self.ancestors, strict=True)]
         c = self.num_classes
         out = np.zeros((c, c))
         for a in range(c):

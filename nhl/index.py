@@ -16,6 +16,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +372,7 @@ class FunnelIndex:
                  max_radius: int | None = None) -> None:
         stages = [int(s) for s in stages]
         pools = [int(p) for p in pools]
-        if len(stages) < 2 or any(b <= a for a, b in zip(stages, stages[1:])) or stages[0] <= 0:
+        if len(stages) < 2 or any(b <= a for a, b in pairwise(stages)) or stages[0] <= 0:
             raise ValueError(f"stages: expected at least 2 increasing prefix lengths, got {stages}")
         if stages[0] > MAX_BUCKET_BITS:
             raise ValueError(f"stages: the first (bucket) length must be <= {MAX_BUCKET_BITS}, "

@@ -31,7 +31,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from nhl.hierarchy import mean_average_hierarchical_precision  # noqa: F401  (every retrieval metric importable here)
+from nhl.hierarchy import mean_average_hierarchical_precision  # noqa: F401 - re-export: every retrieval metric importable here
 from nhl.index import pack_bits, popcount64
 from nhl.labels import label_form, to_csr
 from nhl.retrieval_inputs import check_inputs
@@ -539,7 +539,7 @@ def evaluate_nested(query_codes: Any, query_labels: Any, db_codes: Any, db_label
         stats = _stats(qk, rel, dk, k, k_top, n_at, ties == "stable", backend)
         values = (_ap_from(stats, k_top, ties), _precision_at_n_from(stats, n_at, ties),
                   _precision_at_radius_from(stats, min(int(radius), k)))
-        results[k] = {key: float(v.mean()) for key, v in zip(METRIC_KEYS, values)}
+        results[k] = {key: float(v.mean()) for key, v in zip(METRIC_KEYS, values, strict=True)}
     return results
 
 

@@ -154,7 +154,7 @@ class NestedObjective(nn.Module):
 
     def forward(self, outputs: list[torch.Tensor], labels: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
         objectives = []
-        for i, (loss, u) in enumerate(zip(self.losses, outputs)):
+        for i, (loss, u) in enumerate(zip(self.losses, outputs, strict=True)):
             value = loss(u, labels, index)
             if self.distill and i + 1 < len(outputs):
                 value = value + self.distill_weight * similarity_preserving_loss(u, outputs[i + 1].detach())
@@ -172,7 +172,7 @@ def resolve_device(name: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch so a CPU run is bit-reproducible."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG that third-party code still uses
     torch.manual_seed(seed)
 
 
@@ -321,7 +321,7 @@ class Trainer:
                                                      [u.shape[1] for u in outputs])
         else:
             weights = torch.ones(n, device=features.device)
-        total = sum(w * obj for w, obj in zip(weights.to(features.device), objectives))
+        total = sum(w * obj for w, obj in zip(weights.to(features.device), objectives, strict=True))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

@@ -26,7 +26,7 @@ def _shared_rows(grads: Sequence[torch.Tensor], lengths: list[int]) -> tuple[lis
         raise ValueError(f"grads[-1]: expected a multiple of {k_max} values (k_max x d), got {total}")
     d = total // k_max
     flat = []
-    for i, (g, k) in enumerate(zip(grads, lengths)):
+    for i, (g, k) in enumerate(zip(grads, lengths, strict=True)):
         g = g.detach().reshape(-1).double()
         if g.numel() not in (k * d, k_max * d):
             raise ValueError(f"grads[{i}]: expected {k * d} ({k} rows) or {k_max * d} ({k_max} rows) "

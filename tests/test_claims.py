@@ -233,7 +233,7 @@ def _pairs(a, b, losses, lengths=LENGTHS):
                 keys = [(s, loss, f"baseline-{k}" if v == "base" else v, seed) for s, v in (a, b)]
                 if any(key in MISSING or loss not in SETTINGS[key[0]][0] for key in keys):
                     continue
-                out.append(tuple(_map(s, l, v, seed, k) for s, l, v, _ in keys))
+                out.append(tuple(_map(s, loss, v, seed, k) for s, _, v, _ in keys))
     return out
 
 
@@ -303,7 +303,7 @@ def test_weak_baselines_are_flagged_in_the_report(report):
     from nhl.claims.markdown import render
 
     def rows(*means):
-        base = {"variant": "baseline", "cells": {str(k): {"mean": m} for k, m in zip(LENGTHS, means)}}
+        base = {"variant": "baseline", "cells": {str(k): {"mean": m} for k, m in zip(LENGTHS, means, strict=True)}}
         nested = {"variant": "nhl-full", "cells": {str(k): {"mean": 0.99} for k in LENGTHS}}   # not a baseline
         return [base, nested]
 

@@ -124,7 +124,7 @@ def test_load_split_index_is_the_position_within_the_split(manifest_dir):
     positions = []
     for batch_images, batch_labels, batch_index in loader:
         assert batch_images.shape[1:] == (1, 4, 4) and batch_labels.shape[1] == 3
-        for image, labels, index in zip(batch_images, batch_labels, batch_index.tolist()):
+        for image, labels, index in zip(batch_images, batch_labels, batch_index.tolist(), strict=True):
             row = rows[index]
             assert torch.allclose(image[0], torch.from_numpy(images[row]).float() / 255)
             assert int(labels.argmax()) == targets[row]

@@ -112,10 +112,10 @@ def brute_force_ahp(qc, ql, dc, dl, class_sim, k, trapezoid=False):
     n = len(dc)
     k = n if k is None else min(k, n)
     for q in range(len(qc)):
-        def sim(j):
+        def sim(j, q=q):
             pairs = [class_sim[a, b] for a in np.flatnonzero(ql[q]) for b in np.flatnonzero(dl[j])]
             return max(pairs) if pairs else 0.0
-        dist = [int(sum(1 for x, y in zip(qc[q], dc[j]) if x != y)) for j in range(n)]
+        dist = [int(sum(1 for x, y in zip(qc[q], dc[j], strict=True) if x != y)) for j in range(n)]
         order = sorted(range(n), key=lambda j: (dist[j], j))
         sims = [sim(j) for j in range(n)]
         ideal = sorted(sims, reverse=True)

@@ -121,7 +121,7 @@ def test_index_save_load_round_trip(tmp_path, kind, params):
     assert os.listdir(path.parent) == ["index.npz"]       # no temp file left behind
     loaded = HashIndex.load(path)
     assert (loaded.bits, loaded.kind, loaded.params, loaded.ntotal) == (24, kind, params, 300)
-    for before, after in zip(index.search(queries, 7), loaded.search(queries, 7)):
+    for before, after in zip(index.search(queries, 7), loaded.search(queries, 7), strict=True):
         assert np.array_equal(before, after)
 
 
@@ -211,7 +211,7 @@ def test_funnel_empty_index_and_save_load(tmp_path):
     loaded = FunnelIndex.load(path)
     assert (loaded.stages, loaded.pools, loaded.max_radius, loaded.ntotal) == (
         [8, 16, 32], [40, 10], 3, 200)
-    for before, after in zip(index.search(queries, 6), loaded.search(queries, 6)):
+    for before, after in zip(index.search(queries, 6), loaded.search(queries, 6), strict=True):
         assert np.array_equal(before, after)
 
 

@@ -17,11 +17,11 @@ BACKENDS = ["numba", "torch"]
 # --------------------------------------------------------------------------- references
 
 def _dist(q: np.ndarray, x: np.ndarray) -> int:
-    return sum(int(a != b) for a, b in zip(q, x))
+    return sum(int(a != b) for a, b in zip(q, x, strict=True))
 
 
 def _relevant(a: np.ndarray, b: np.ndarray) -> bool:
-    return any(u > 0 and v > 0 for u, v in zip(a, b))
+    return any(u > 0 and v > 0 for u, v in zip(a, b, strict=True))
 
 
 def _ap_of_order(flags: list[bool], k: int) -> float:
@@ -188,7 +188,7 @@ def test_precision_at_k_expected_ties_equal_permutation_mean(k):
 def _plain_expected_ap(hist, hrel, topk):
     """Tie-aware AP from per-distance counts with plain sums (no harmonic shortcut)."""
     start, rb, total = 0, 0, 0.0
-    for n, m in zip(hist, hrel):
+    for n, m in zip(hist, hrel, strict=True):
         if n == 0:
             continue
         if start >= topk:
@@ -219,7 +219,7 @@ def test_expected_ties_with_large_groups(topk):
         d = [_dist(qc[q], x) for x in dc]
         rel = [_relevant(ql[q], x) for x in dl]
         hist = [sum(1 for v in d if v == r) for r in range(5)]
-        hrel = [sum(1 for v, f in zip(d, rel) if v == r and f) for r in range(5)]
+        hrel = [sum(1 for v, f in zip(d, rel, strict=True) if v == r and f) for r in range(5)]
         per_query.append(_plain_expected_ap(hist, hrel, k))
     got = metrics.mean_average_precision(qc, ql, dc, dl, topk=topk, ties="expected")
     assert got == pytest.approx(np.mean(per_query), abs=1e-12)
@@ -267,7 +267,7 @@ def test_precision_recall_curve_matches_loop():
         rows = ref_radius_counts(qc, ql, dc, dl, r)
         totals = [row[1] for row in ref_radius_counts(qc, ql, dc, dl, 5)]
         precision = np.mean([rel / ret if ret else 0.0 for ret, rel in rows])
-        recall = np.mean([rel / tot if tot else 0.0 for (_, rel), tot in zip(rows, totals)])
+        recall = np.mean([rel / tot if tot else 0.0 for (_, rel), tot in zip(rows, totals, strict=True)])
         assert curve["precision"][r] == pytest.approx(precision, abs=1e-12)
         assert curve["recall"][r] == pytest.approx(recall, abs=1e-12)
 

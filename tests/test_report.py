@@ -57,7 +57,7 @@ def _pr_csv(lengths: list[int], rng: np.random.Generator) -> str:
     for k in (k for k in (16, 32) if k in lengths):
         recall = np.sort(rng.uniform(0, 1, k // 4 + 1))
         precision = np.sort(rng.uniform(0.1, 0.9, k // 4 + 1))[::-1]
-        lines += [f"{k},{r},{p:.6f},{c:.6f}" for r, (p, c) in enumerate(zip(precision, recall))]
+        lines += [f"{k},{r},{p:.6f},{c:.6f}" for r, (p, c) in enumerate(zip(precision, recall, strict=True))]
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +149,7 @@ def test_quality_tables_match_the_metrics_files(written, metric, label):
         table = written["json"]["losses"][loss]["quality"][metric]
         md_rows = _md_table(written["md"], f"## {loss}", f"**{label}**")
         assert [row[0] for row in md_rows] == [str(k) for k in LENGTHS] + ["mean difference"]
-        for row, md_row in zip(table["rows"], md_rows):
+        for row, md_row in zip(table["rows"], md_rows, strict=True):
             k = row["bits"]
             base = _value(records, f"{loss}-baseline-{k}", k, metric)
             assert row["baseline"] == base
@@ -317,7 +317,7 @@ def test_figures_are_valid_pngs_and_linked(written):
 def test_map_vs_bits_csv_lists_every_point(written):
     rows = list(csv.DictReader(io.StringIO((written["root"] / "plots/map_vs_bits.csv").read_text())))
     expected = set()
-    for model_id, record in written["records"].items():
+    for record in written["records"].values():
         name = "baseline" if record["mode"] == "baseline" else record["variant"]
         expected |= {(record["loss"], name, int(k), round(v["map"], 6)) for k, v in record["bits"].items()}
     assert {(r["loss"], r["variant"], int(r["bits"]), float(r["map"])) for r in rows} == expected

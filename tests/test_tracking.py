@@ -406,7 +406,7 @@ def test_ui_command_targets_the_project_store(env, tmp_path, capsys):
     assert args.func is ui.run and args.host == "127.0.0.1"
     command = ui.ui_command(args)
     assert command[1:4] == ["-m", "mlflow", "ui"]
-    option = dict(zip(command[4::2], command[5::2]))
+    option = dict(zip(command[4::2], command[5::2], strict=True))
     assert option["--backend-store-uri"] == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
     assert option["--default-artifact-root"] == option["--artifacts-destination"] == str(tmp_path.resolve() / "mlartifacts")
     assert option["--port"] == "5123" and option["--host"] == "127.0.0.1"

@@ -87,7 +87,7 @@ def test_adaptive_step_equals_a_manual_update_with_no_probe_gradient_left(digits
 
     _, used = trainer.train_step(images, labels, index)
     torch.testing.assert_close(used, weights)
-    for (name, mine), theirs in zip(trainer.model.state_dict().items(), model.state_dict().values()):
+    for (name, mine), theirs in zip(trainer.model.state_dict().items(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(mine, theirs, msg=name)
 
 
@@ -118,7 +118,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(digits_splits, tmp_
                           resume=True, progress=False)
     assert resumed.epochs_run == 3 and resumed.best_epoch == full.best_epoch
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -25,7 +25,7 @@ def gate():
     """Import Great Expectations once for the module (about 6 s cold)."""
     from nhl.data import validation
 
-    import great_expectations  # noqa: F401
+    import great_expectations  # noqa: F401 - imported for its cold-start cost only
 
     return validation.validate_manifest
 

@@ -100,7 +100,7 @@ def test_probe_gradients_match_closed_form_and_leave_no_grad():
     grads = probe_gradients(head.linear.weight, objectives)
     f = backbone(x).detach().numpy()
     u = head.linear(backbone(x)).detach().numpy()
-    for g, k in zip(grads, [2, 4]):
+    for g, k in zip(grads, [2, 4], strict=True):
         expected = np.zeros((4, 4))
         expected[:k] = 2 * u[:, :k].T @ f  # d/dW of sum (f W^T + b)[:, :k]^2
         assert np.allclose(g.numpy(), expected.reshape(-1), atol=1e-5)
@@ -135,14 +135,14 @@ def test_one_training_step_matches_a_manual_update():
     W, b = head.linear.weight.detach().numpy().copy(), head.linear.bias.detach().numpy().copy()
 
     def objective_fn(outputs):
-        return [(u - t).pow(2).mean() for u, t in zip(outputs, targets)]
+        return [(u - t).pow(2).mean() for u, t in zip(outputs, targets, strict=True)]
 
     weighting = AdaptiveWeighting(beta=1.0)
     optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=lr)
     features = backbone(x)
     w = weighting.compute(head, features.detach(), objective_fn)
     assert all(p.grad is None for p in [*backbone.parameters(), *head.parameters()])
-    loss = sum(wi * obj for wi, obj in zip(w, objective_fn(head(features))))
+    loss = sum(wi * obj for wi, obj in zip(w, objective_fn(head(features)), strict=True))
     loss.backward()
     optimizer.step()
 
@@ -150,13 +150,13 @@ def test_one_training_step_matches_a_manual_update():
     xn = x.numpy()
     f = xn @ A.T + a
     u = f @ W.T + b
-    grads_u = [2 * (u[:, :k] - t.numpy()) / (batch * k) for k, t in zip(lengths, targets)]
+    grads_u = [2 * (u[:, :k] - t.numpy()) / (batch * k) for k, t in zip(lengths, targets, strict=True)]
     grads_w = [gu.T @ f for gu in grads_u]  # [k_i, d]
     expected_w = reference_weights(grads_w, lengths, d, 1.0)
     assert np.allclose(w.numpy(), expected_w, atol=1e-5)
     assert not np.allclose(expected_w, 1.0)  # the example does exercise the reduction
     dW, db, df = np.zeros_like(W), np.zeros_like(b), np.zeros_like(f)
-    for wi, gu, gw, k in zip(expected_w, grads_u, grads_w, lengths):
+    for wi, gu, gw, k in zip(expected_w, grads_u, grads_w, lengths, strict=True):
         dW[:k] += wi * gw
         db[:k] += wi * gu.sum(0)
         df += wi * gu @ W[:k]

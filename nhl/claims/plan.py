@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError(f"override value {value!r}: expected a finite number")
         return repr(value)
     if isinstance(value, str):
@@ -138,7 +139,7 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
         if key.startswith(_RESERVED):
             raise ValueError(f"{where}: {key} is set by the plan (losses and variants of each setting)")
         out.update(flatten(key, item))
-    for key, item in out.items():
+    for item in out.values():
         hydra_value(item)                       # a value the override grammar cannot say fails here
     return out
 

@@ -31,7 +31,7 @@ def map_figure(path: Path, dataset: str, section: dict[str, Any], lengths: list[
     rows_n = -(-len(losses) // cols)
     fig = new_figure(4.4 * cols, 3.6 * rows_n)
     axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
-    for ax, loss in zip(axes, losses):
+    for ax, loss in zip(axes, losses, strict=False):
         for i, row in enumerate(section["losses"][loss]["rows"]):
             xs = [k for k in lengths if row["cells"][str(k)]["mean"] is not None]
             if not xs:
@@ -121,9 +121,9 @@ def render_figures(folder: Path, data: dict[str, Any], link: str) -> dict[str, d
     out: dict[str, dict[str, str]] = {}
     for dataset, section in data["datasets"].items():
         drawn = {}
-        for name, draw in (("map", lambda p: map_figure(p, dataset, section, lengths)),
-                           ("delta", lambda p: delta_figure(p, dataset, section)),
-                           ("time", lambda p: time_figure(p, dataset, section))):
+        for name, draw in (("map", lambda p, d=dataset, s=section: map_figure(p, d, s, lengths)),
+                           ("delta", lambda p, d=dataset, s=section: delta_figure(p, d, s)),
+                           ("time", lambda p, d=dataset, s=section: time_figure(p, d, s))):
             file = f"{dataset}-{name}.png"
             if draw(Path(folder) / file):
                 drawn[name] = f"{link}/{file}"

@@ -276,7 +276,7 @@ class Tables:
             overhead = [100.0 * (r.seconds_per_epoch / p.seconds_per_epoch - 1) for seed, r in runs.items()
                         if (p := plain[seed]) is not None and r.seconds_per_epoch and p.seconds_per_epoch]
 
-            def present(name: str) -> list[float]:
+            def present(name: str, runs: dict[int, Any] = runs) -> list[float]:
                 return [float(getattr(r, name)) for r in runs.values() if getattr(r, name) is not None]
 
             out["variants"][variant] = {

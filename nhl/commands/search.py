@@ -127,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
     index = SEARCHERS[args.index](db.codes(bits), args, db.lengths)
     distances, rows = index.search(q_codes[:, :bits], args.k)
     results = []
-    for label, d_row, i_row in zip(q_labels, distances, rows):
-        found = [(int(i), int(d)) for i, d in zip(i_row, d_row) if i >= 0]
+    for label, d_row, i_row in zip(q_labels, distances, rows, strict=True):
+        found = [(int(i), int(d)) for i, d in zip(i_row, d_row, strict=True) if i >= 0]
         items = [{"id": int(db.ids[i]), "distance": d} for i, d in found]
-        for item, (i, _) in zip(items, found):
+        for item, (i, _) in zip(items, found, strict=True):
             if db.names is not None:
                 item["name"] = str(db.names[i])        # the image path of file-based data
             if db.labels is not None:
@@ -202,4 +202,4 @@ def print_table(results: list[dict[str, Any]]) -> None:
              for r in results for rank, item in enumerate(r["results"], 1)]
     widths = [max([len(h)] + [len(row[c]) for row in lines]) for c, h in enumerate(header)]
     for row in [header] + lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

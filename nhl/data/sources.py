@@ -88,7 +88,7 @@ class SourceData:
         if self.groups is None:
             return {"all": len(self)}
         names, counts = np.unique(self.groups, return_counts=True)
-        return {str(g): int(c) for g, c in zip(names, counts)}
+        return {str(g): int(c) for g, c in zip(names, counts, strict=True)}
 
     def frame(self) -> pd.DataFrame:
         """One row per item: `path` (file sources) or `row`, `labels` as index strings, `group`."""
@@ -246,7 +246,7 @@ def imagelist(
         labels.append(matrix)
         groups += [group] * len(found)
     exists = np.array([(root / p).is_file() for p in paths])
-    missing = tuple(p for p, ok in zip(paths, exists) if not ok)
+    missing = tuple(p for p, ok in zip(paths, exists, strict=True) if not ok)
     if missing and not allow_missing:
         raise FileNotFoundError(
             f"{len(missing)} listed images not found under {root}, first {missing[0]} "

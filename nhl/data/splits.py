@@ -26,7 +26,7 @@ Protocols with `query_group`/`pool_group` draw the query set from one group of t
 per-class counts) are refused up front with a one-line error naming the class.
 
 Train + val always add up to the literature's training set, so the query and database sets match it.
-"""
+"""  # noqa: E501 - the protocol table above keeps one Markdown row a line
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def validate_manifest(
         "observed_hash": observed_hash,
         "num_classes": num_classes,
         "multi_label": bool(meta.get("multi_label")),
-        "sizes": dict(zip(sizes["split"], sizes["count"].astype(int).tolist())),
+        "sizes": dict(zip(sizes["split"], sizes["count"].astype(int).tolist(), strict=True)),
         "expected_sizes": expected,
         "missing_images": {"count": len(meta.get("missing", [])), "paths": list(meta.get("missing", []))},
     }
@@ -274,7 +274,7 @@ def _item_frame(frame: pd.DataFrame, location: str, parsed: list, images: Path) 
 
 def _label_frame(frame: pd.DataFrame, parsed: list) -> pd.DataFrame:
     """One row per (item, label) with parseable labels: split, label."""
-    splits = [s for s, p in zip(frame["split"], parsed) if p for _ in p]
+    splits = [s for s, p in zip(frame["split"], parsed, strict=True) if p for _ in p]
     labels = [label for p in parsed if p for label in p]
     return pd.DataFrame({"split": pd.Series(splits, dtype=object), "label": pd.Series(labels, dtype="int64")})
 

@@ -107,8 +107,8 @@ def semantic_centers(class_similarity: np.ndarray | torch.Tensor, lengths: Seque
     if c < 2:
         return torch.from_numpy(codes.astype(np.float32))
     floors = [min(want, int(pairwise_hamming(codes[:, :k])[np.triu_indices(c, 1)].min()))
-              for want, k in zip(default_min_distances(lengths, min_distance_fraction), lengths)]
-    targets = [d + max(k / 2 - d, 0.0) * (1 - sim) for d, k in zip(floors, lengths)]
+              for want, k in zip(default_min_distances(lengths, min_distance_fraction), lengths, strict=True)]
+    targets = [d + max(k / 2 - d, 0.0) * (1 - sim) for d, k in zip(floors, lengths, strict=True)]
     codes = _flip_search(codes, lengths, floors, targets, sim, np.random.default_rng([seed, 23]), max_sweeps)
     return torch.from_numpy(codes.astype(np.float32))
 
@@ -131,7 +131,7 @@ def _flip_search(codes: np.ndarray, lengths: list[int], floors: list[int], targe
             change[r] = 0.0
             delta = np.zeros(width)
             feasible = np.ones(width, dtype=bool)
-            for k, dist, target, floor, mask in zip(lengths, dists, targets, floors, active):
+            for k, dist, target, floor, mask in zip(lengths, dists, targets, floors, active, strict=True):
                 gap = (dist[r] - target[r])[:, None]
                 weight = sim[r][:, None]
                 cost = _pair_cost(gap + change, weight) - _pair_cost(gap, weight)   # [C, width]
@@ -144,7 +144,7 @@ def _flip_search(codes: np.ndarray, lengths: list[int], floors: list[int], targe
             b = int(np.argmin(delta))
             if delta[b] < -1e-12:
                 codes[r, b] = -codes[r, b]
-                for dist, mask in zip(dists, active):
+                for dist, mask in zip(dists, active, strict=True):
                     if mask[b]:
                         dist[r] += change[:, b]
                         dist[:, r] += change[:, b]

@@ -146,7 +146,7 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike, what: str) -
         raise FileNotFoundError(f"{what}: weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or a pickled object other than tensors
+    except Exception as err:  # noqa: BLE001 - not a torch file, or pickled objects other than tensors
         raise ValueError(f"{what}: weights file {path} is not a readable state dict "
                          f"({type(err).__name__})") from None
     if not isinstance(state, dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -13,7 +15,7 @@ def check_lengths(bits: list[int] | tuple[int, ...], max_bits: int | None = None
         raise ValueError("lengths: expected at least one code length, got an empty list")
     if any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in bits):
         raise ValueError(f"lengths: expected positive integers, got {bits}")
-    if any(a >= b for a, b in zip(bits, bits[1:])):
+    if any(a >= b for a, b in pairwise(bits)):
         raise ValueError(f"lengths: expected strictly increasing code lengths, got {bits}")
     if max_bits is not None and bits[-1] > max_bits:
         raise ValueError(f"lengths: longest length {bits[-1]} exceeds the head size {max_bits}")

@@ -115,7 +115,7 @@ def pr_curves(path: Path, loss: str, section: dict[str, Any],
         return False
     fig = new_figure(4.6 * len(panels), 4.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, bits in zip(axes, sorted(panels)):
+    for ax, bits in zip(axes, sorted(panels), strict=True):
         for name, curve in panels[bits]:
             style = _style(section["variants"], name) | {"markersize": 4}
             ax.plot([c[2] for c in curve], [c[1] for c in curve],
@@ -146,7 +146,7 @@ def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
     models = {row["variant"]: row for row in section["cost"]["variants"].values()}
     fig = new_figure(4.6 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
-    for ax, (variant, rows) in zip(axes, panels):
+    for ax, (variant, rows) in zip(axes, panels, strict=True):
         lengths = models.get(variant, {}).get("lengths") or []
         n = max(int(k.split("_")[1]) for row in rows for k in row if k.startswith("weight_") and k[7:].isdigit()) + 1
         for i in range(n):

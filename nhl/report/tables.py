@@ -122,7 +122,7 @@ def cost_table(loss: str, baselines: dict[int, str], nested: list[str],
         row["speedup"], row["speedup_note"] = None, None
         if row["present"]:
             needed = [base_rows.get(k) for k in row["lengths"]]
-            missing = [k for k, r in zip(row["lengths"], needed)
+            missing = [k for k, r in zip(row["lengths"], needed, strict=True)
                        if r is None or not r["present"] or r["train_seconds"] is None]
             if missing:
                 row["speedup_note"] = "no baseline time at " + ", ".join(str(k) for k in missing) + " bits"

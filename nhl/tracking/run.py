@@ -93,7 +93,7 @@ class ModelRun:
                     mlflow.end_run(status)     # pops the run before telling the store
                 else:
                     mlflow.MlflowClient(self.uri).set_terminated(self.run_id, status=status)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - closing the run must never fail the training
             if not self.skipped:
                 self._skip(f"MLflow tracking: could not close run {self.run_id} ({_short(err)})")
 
@@ -154,7 +154,7 @@ class ModelRun:
             return None
         try:
             return action()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - any store failure degrades to a no-op
             self._skip(f"MLflow tracking stopped: {what} failed for run {self.run_id} ({_short(err)})")
             return None
 

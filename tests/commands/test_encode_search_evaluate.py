@@ -43,7 +43,7 @@ def env(tmp_path_factory, digits_splits):
              "peak_memory_mb": result.peak_memory_mb}
     save_hasher(result.model, root / "model.pt", extra=extra)
     query = split_frame(digits_splits.frame, "query")
-    for item_id, row in zip(query["item_id"], query["row"]):
+    for item_id, row in zip(query["item_id"], query["row"], strict=True):
         (root / "queries").mkdir(exist_ok=True)
         Image.fromarray(digits_splits.images[row]).save(root / "queries" / f"q{item_id:04d}.png")
     return root

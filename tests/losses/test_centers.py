@@ -97,7 +97,7 @@ def test_independent_centres_are_not_prefixes_of_each_other():
 def test_prefix_consistent_centers_min_distance_at_every_length(num_classes, bounds):
     table = prefix_consistent_centers(num_classes, LENGTHS, seed=0).numpy()
     assert table.shape == (num_classes, 128) and set(np.unique(table)) == {-1.0, 1.0}
-    for k, bound in zip(LENGTHS, bounds):
+    for k, bound in zip(LENGTHS, bounds, strict=True):
         assert brute_min_distance(table[:, :k]) >= bound, k
 
 
@@ -119,7 +119,7 @@ def test_prefix_consistent_centers_are_seeded_and_validated():
 def test_nested_losses_get_prefixes_of_one_table():
     losses = build_length_losses("csq", LENGTHS, num_classes=10, num_train=5, centers="prefix", seed=0)
     table = prefix_consistent_centers(10, LENGTHS, seed=0)
-    for loss, k in zip(losses, LENGTHS):
+    for loss, k in zip(losses, LENGTHS, strict=True):
         assert torch.equal(loss.centers, table[:, :k])
 
 

@@ -19,8 +19,8 @@ CENTERS = torch.tensor([[1., 1., -1., -1.],
 def reference_csq(u: np.ndarray, targets: np.ndarray, lam: float) -> float:
     """mean over items and bits of BCE((tanh u + 1)/2, (t + 1)/2) + lam * mean((|tanh u| - 1)^2)."""
     bce, quant, count = 0.0, 0.0, 0
-    for row, t_row in zip(u, targets):
-        for x, t in zip(row, t_row):
+    for row, t_row in zip(u, targets, strict=True):
+        for x, t in zip(row, t_row, strict=True):
             p, q = (math.tanh(x) + 1) / 2, (t + 1) / 2
             bce += -(q * math.log(p) + (1 - q) * math.log(1 - p))
             quant += (abs(math.tanh(x)) - 1) ** 2

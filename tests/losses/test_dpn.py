@@ -15,7 +15,7 @@ CENTERS = torch.tensor([[1., 1., -1., -1.],
 
 def reference_dpn(u: np.ndarray, targets: np.ndarray, margin: float) -> float:
     """mean over items and bits of max(0, margin - u * t)."""
-    terms = [max(0.0, margin - x * t) for row, t_row in zip(u, targets) for x, t in zip(row, t_row)]
+    terms = [max(0.0, margin - x * t) for row, t_row in zip(u, targets, strict=True) for x, t in zip(row, t_row, strict=True)]
     return sum(terms) / len(terms)
 
 

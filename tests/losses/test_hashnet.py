@@ -19,7 +19,7 @@ def reference_hashnet(u, labels, alpha, scale):
     for i in range(n):
         for j in range(n):
             s = 1.0 if float(labels[i] @ labels[j]) > 0 else 0.0
-            t = alpha * sum(a * b for a, b in zip(h[i], h[j]))
+            t = alpha * sum(a * b for a, b in zip(h[i], h[j], strict=True))
             groups[s].append(math.log(1 + math.exp(t)) - s * t)
     kinds = [g for g in groups.values() if g]
     if len(kinds) == 1:

@@ -22,7 +22,7 @@ def reference_lcdsh(u, labels, lam):
         for j in range(n):
             s = 1.0 if float(labels[i] @ labels[j]) > 0 else -1.0
             theta = float(u[i] @ u[j]) / 2
-            phi = sum(x * y for x, y in zip(b[i], b[j])) / 2
+            phi = sum(x * y for x, y in zip(b[i], b[j], strict=True)) / 2
             logistic += math.log(1 + math.exp(-s * theta))
             agreement += (sigmoid(theta) - sigmoid(phi)) ** 2
     return logistic / n ** 2 + lam * agreement / n ** 2

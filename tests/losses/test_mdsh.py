@@ -25,7 +25,7 @@ def reference_mdsh(u, labels, centers, scale, lam):
     """-mean over items and classes of y log p + (1 - y) log(1 - p), p the softmax of scaled
     cosines; log(1 - p_c) = logsumexp over the other classes - logsumexp over all."""
     total, count = 0.0, 0
-    for row, y in zip(u, labels):
+    for row, y in zip(u, labels, strict=True):
         z = [scale * float(row @ c) / (np.linalg.norm(row) * np.linalg.norm(c)) for c in centers]
         lse = log_sum_exp(z)
         for c in range(len(z)):

@@ -30,7 +30,7 @@ def reference_orthohash(u, labels, codes, scale, margin, norm="rms", quant=0.0):
         vn = math.sqrt(sum(x * x for x in v[i]))
         logits = []
         for c, code in enumerate(codes):
-            cos = sum(x * y for x, y in zip(v[i], code)) / (vn * math.sqrt(len(code)))
+            cos = sum(x * y for x, y in zip(v[i], code, strict=True)) / (vn * math.sqrt(len(code)))
             logits.append(scale * (cos - margin * labels[i, c]))
         log_z = math.log(sum(math.exp(x) for x in logits))
         quants.append(1 - sum(abs(x) for x in v[i]) / (vn * math.sqrt(k)))  # cos(v, sign v)

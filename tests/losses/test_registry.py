@@ -74,7 +74,7 @@ def test_build_length_losses_gives_one_instance_per_length(name, centers):
     assert isinstance(losses, torch.nn.ModuleList) and [m.bits for m in losses] == lengths
     assert len({id(m) for m in losses}) == 3
     u, labels, index = batch(True)
-    for loss, k in zip(losses, lengths):
+    for loss, k in zip(losses, lengths, strict=True):
         assert torch.isfinite(loss(u[:, :k], labels, index))
     if losses[0].uses_centers:
         prefix_ok = all(torch.equal(losses[i].centers, losses[-1].centers[:, :k]) for i, k in enumerate(lengths))

@@ -20,7 +20,7 @@ SIM = np.array([[1.0 if a == b else 0.9 if GROUPS[a] == GROUPS[b] else 0.0 for b
 
 
 def hamming(a, b) -> int:
-    return sum(1 for x, y in zip(a, b) if x != y)
+    return sum(1 for x, y in zip(a, b, strict=True) if x != y)
 
 
 def pair_distances(codes, k):
@@ -33,7 +33,7 @@ def objective(codes, lengths, floors, sim):
     """sum_k sum_{a<b} cost(H_k - T_k) / k^2 with T_k = d_k + (k/2 - d_k)(1 - S) and cost(g) = g^2 below
     the target, S * g^2 above it."""
     total = 0.0
-    for k, d in zip(lengths, floors):
+    for k, d in zip(lengths, floors, strict=True):
         for (a, b), h in pair_distances(codes, k).items():
             gap = h - (d + (k / 2 - d) * (1 - sim[a, b]))
             total += (gap ** 2 if gap < 0 else sim[a, b] * gap ** 2) / k ** 2
@@ -114,8 +114,8 @@ def test_similarity_from_features_finds_the_overlapping_classes():
 
 def reference_csq(u, targets, lam):
     bce, quant, count = 0.0, 0.0, 0
-    for row, t_row in zip(u, targets):
-        for x, t in zip(row, t_row):
+    for row, t_row in zip(u, targets, strict=True):
+        for x, t in zip(row, t_row, strict=True):
             p, q = (math.tanh(x) + 1) / 2, (t + 1) / 2
             bce += -(q * math.log(p) + (1 - q) * math.log(1 - p))
             quant += (abs(math.tanh(x)) - 1) ** 2
@@ -159,13 +159,13 @@ def test_bad_similarities_are_rejected():
 def test_the_search_ends_where_no_single_feasible_flip_improves():
     lengths, floors = [8, 16], [2, 4]
     table = semantic_centers(SIM, lengths, seed=1).numpy()
-    assert all(min(pair_distances(table, k).values()) >= d for k, d in zip(lengths, floors))
+    assert all(min(pair_distances(table, k).values()) >= d for k, d in zip(lengths, floors, strict=True))
     current = objective(table, lengths, floors, SIM)
     for r in range(8):
         for b in range(16):
             flipped = table.copy()
             flipped[r, b] = -flipped[r, b]
-            feasible = all(min(pair_distances(flipped, k).values()) >= d for k, d in zip(lengths, floors))
+            feasible = all(min(pair_distances(flipped, k).values()) >= d for k, d in zip(lengths, floors, strict=True))
             assert not feasible or objective(flipped, lengths, floors, SIM) >= current - 1e-12, (r, b)
 
 

@@ -16,7 +16,7 @@ def test_each_output_is_the_prefix_of_a_direct_linear_map():
     full = x @ head.linear.weight.detach().T + head.linear.bias.detach()
     outputs = head(x)
     assert [o.shape for o in outputs] == [(5, 8), (5, 16), (5, 32)]
-    for out, k in zip(outputs, [8, 16, 32]):
+    for out, k in zip(outputs, [8, 16, 32], strict=True):
         torch.testing.assert_close(out, full[:, :k])
         torch.testing.assert_close(out, outputs[-1][:, :k])
 

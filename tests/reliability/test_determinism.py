@@ -73,7 +73,8 @@ import train
 from nhl.data.dataset import load_split
 from nhl.evaluation import encode_split
 from nhl.models.hasher import load_hasher
-argv = ["--params", params, "--loss", "csq", "--variant", "nhl-full", "--manifest", manifest, "--out", out, "--no-track"]
+argv = ["--params", params, "--loss", "csq", "--variant", "nhl-full", "--manifest", manifest,
+        "--out", out, "--no-track"]
 assert train.main(argv) == 0
 model, _ = load_hasher(out + "/csq-nhl-full.pt")
 codes, _ = encode_split(model, load_split(manifest, "database"))
@@ -116,7 +117,7 @@ def test_same_seed_gives_bit_identical_codes_in_two_processes_and_another_seed_a
     assert codes_a.tobytes() == codes_b.tobytes()                       # bit-identical codes
     model_a, extra_a = load_hasher(tmp_path / "a" / f"{MODEL_ID}.pt")
     model_b, extra_b = load_hasher(tmp_path / "b" / f"{MODEL_ID}.pt")
-    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert extra_a["history"][0]["train_loss"] == extra_b["history"][0]["train_loss"]
 

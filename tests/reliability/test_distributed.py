@@ -44,7 +44,7 @@ def test_two_processes_train_exactly_like_one_on_the_same_global_batches(tmp_pat
     assert one["history"][0]["weights"]["steps"] == two["history"][0]["weights"]["steps"] == 10
     assert one["history"][0]["weights"]["mean_weights"] == pytest.approx(two["history"][0]["weights"]["mean_weights"],
                                                                          abs=1e-5)
-    for (name, a), b in zip(single.state_dict().items(), double.state_dict().values()):
+    for (name, a), b in zip(single.state_dict().items(), double.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
     assert one["history"][0]["val_map_mean"] == pytest.approx(two["history"][0]["val_map_mean"], abs=0.01)
 
