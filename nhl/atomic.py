@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` atomically, creating parent directories."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,13 +37,13 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 `text` to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
-def directory(path: str | Path) -> Iterator[Path]:
+def directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a whole output directory in a temporary sibling, then swap it in for `path`.
 
     On an exception inside the block the temporary directory is removed and `path` is left as it

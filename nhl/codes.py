@@ -100,9 +100,9 @@ class Codes:
         return cls(pack_codes(arr), ids, arr.shape[1], model or {}, names, labels)
 
 
-def save_codes(path: str | os.PathLike, codes: Codes) -> None:
+def save_codes(path: str | os.PathLike[str], codes: Codes) -> None:
     """Write `codes` to `path` (.npz) atomically."""
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {
         "format": np.array(CODES_FORMAT), "packed": codes.packed, "ids": codes.ids,
         "bits": np.array(codes.bits), "model": np.array(json.dumps(codes.model, sort_keys=True)),
     }
@@ -115,7 +115,7 @@ def save_codes(path: str | os.PathLike, codes: Codes) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_codes(path: str | os.PathLike) -> Codes:
+def load_codes(path: str | os.PathLike[str]) -> Codes:
     """Read a codes file; a missing file, another format or a bad field is a one-line error."""
     path = Path(path)
     if not path.is_file():
@@ -168,7 +168,7 @@ def model_from_file(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     return model, info
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """`sha256:<hex>` of a file's bytes (identifies the exact model that made a codes file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -66,8 +66,8 @@ def pack_bits(mask: np.ndarray, word_bytes: int = 1) -> np.ndarray:
     nbytes = -(-width // (8 * word_bytes)) * word_bytes
     out = np.zeros((n, nbytes), dtype=np.uint8)
     for start in range(0, n, _PACK_CHUNK):
-        block = np.asarray(mask[start:start + _PACK_CHUNK]) > 0
-        block = np.packbits(block, axis=1, bitorder="little")
+        bits = np.asarray(mask[start:start + _PACK_CHUNK]) > 0
+        block = np.packbits(bits, axis=1, bitorder="little")
         out[start:start + block.shape[0], :block.shape[1]] = block
     if word_bytes == 1:
         return out
@@ -98,17 +98,21 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
 
 
 @intrinsic
-def popcount64(typingctx, x):
+def _popcount64(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]]:
     """Number of set bits of a uint64 as an int64 (LLVM ctpop: one POPCNT instruction).
 
     Returning a signed int keeps numba from promoting int64 + uint64 sums to float64.
     """
     sig = types.int64(types.uint64)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.ctpop(args[0])
 
     return sig, codegen
+
+
+# jitted code calls an intrinsic without `typingctx`: `popcount64(word)`; the cast says so to mypy
+popcount64 = cast(Callable[[Any], int], _popcount64)
 
 
 # --------------------------------------------------------------------------- FAISS index
@@ -116,9 +120,9 @@ def popcount64(typingctx, x):
 INDEX_KINDS: dict[str, Callable[..., Any]] = {}
 
 
-def register_index(name: str) -> Callable:
+def register_index(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a builder `f(d, **params) -> faiss.IndexBinary` under `name`."""
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         INDEX_KINDS[name] = fn
         return fn
     return wrap
@@ -167,13 +171,13 @@ def _build_index(kind: str, bits: int, params: dict[str, Any]) -> Any:
         raise ValueError(f"index kind {kind!r}: bad parameters {params}: {err}") from None
 
 
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
+def _npz_bytes(**arrays: Any) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def _load_npz(path: str | os.PathLike, fmt: str) -> dict[str, np.ndarray]:
+def _load_npz(path: str | os.PathLike[str], fmt: str) -> dict[str, np.ndarray]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such index file")
     with np.load(path, allow_pickle=False) as data:
@@ -238,7 +242,7 @@ class HashIndex:
         distances, ids = self._index.search(packed, int(k))
         return distances.astype(np.int32, copy=False), ids.astype(np.int64, copy=False)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index atomically to one .npz file (FAISS bytes + bits/kind/params)."""
         import faiss
         blob = faiss.serialize_index_binary(self._index)
@@ -247,7 +251,7 @@ class HashIndex:
             params=np.array(json.dumps(self.params)), index=np.asarray(blob, dtype=np.uint8)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> HashIndex:
+    def load(cls, path: str | os.PathLike[str]) -> HashIndex:
         """Read an index written by `save`."""
         import faiss
         data = _load_npz(path, "nhl.HashIndex")
@@ -283,7 +287,8 @@ def _next_combination(m: np.int64) -> np.int64:
 
 
 @numba.njit(cache=True)
-def _gather(key, bucket_bits, order, offsets, pool, max_radius):
+def _gather(key: int | np.int64, bucket_bits: int | np.int64, order: np.ndarray, offsets: np.ndarray, pool: int,
+            max_radius: int | np.int64) -> np.ndarray:
     """Ids in buckets within growing Hamming radius of `key` until at least `pool` are found."""
     nbuckets = np.int64(1) << bucket_bits
     total = 0
@@ -315,7 +320,8 @@ def _gather(key, bucket_bits, order, offsets, pool, max_radius):
 
 
 @numba.njit(cache=True)
-def _funnel_one(qword, dwords, order, offsets, bucket_bits, nfull, last_masks, keeps, max_radius):
+def _funnel_one(qword: np.ndarray, dwords: np.ndarray, order: np.ndarray, offsets: np.ndarray, bucket_bits: int | np.int64,
+                nfull: np.ndarray, last_masks: np.ndarray, keeps: np.ndarray, max_radius: int | np.int64) -> np.ndarray:
     """One query through the funnel: sorted keys distance * N + id of the final survivors."""
     n_db = np.int64(dwords.shape[0])
     key = np.int64(qword[0] & np.uint64((np.int64(1) << bucket_bits) - 1))
@@ -335,8 +341,9 @@ def _funnel_one(qword, dwords, order, offsets, bucket_bits, nfull, last_masks, k
 
 
 @numba.njit(parallel=True, cache=True)
-def _funnel_kernel(qwords, dwords, order, offsets, bucket_bits, nfull, last_masks, keeps,
-                   max_radius, out_d, out_i):
+def _funnel_kernel(qwords: np.ndarray, dwords: np.ndarray, order: np.ndarray, offsets: np.ndarray,
+                   bucket_bits: int | np.int64, nfull: np.ndarray, last_masks: np.ndarray, keeps: np.ndarray,
+                   max_radius: int | np.int64, out_d: np.ndarray, out_i: np.ndarray) -> None:
     n_db = np.int64(dwords.shape[0])
     for q in numba.prange(qwords.shape[0]):
         # the per-query work lives in its own function: numba's parfor pass must not touch the
@@ -424,7 +431,7 @@ class FunnelIndex:
                        nfull, last_masks, keeps, np.int64(self.max_radius), out_d, out_i)
         return out_d, out_i
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index atomically to one .npz file."""
         write_bytes(path, _npz_bytes(
             format=np.array("nhl.FunnelIndex"), words=self._words,
@@ -432,7 +439,7 @@ class FunnelIndex:
             max_radius=np.array(self.max_radius)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> FunnelIndex:
+    def load(cls, path: str | os.PathLike[str]) -> FunnelIndex:
         """Read an index written by `save`."""
         data = _load_npz(path, "nhl.FunnelIndex")
         self = cls.__new__(cls)

@@ -71,7 +71,8 @@ def hamming_distance(query_codes: Any, db_codes: Any) -> np.ndarray:
     """Hamming distances [Q, N] (int64) between ±1 codes, ``(bits - q . x) / 2``."""
     q = _to_numpy(query_codes).astype(np.float64)
     x = _to_numpy(db_codes).astype(np.float64)
-    return np.rint((q.shape[1] - q @ x.T) / 2).astype(np.int64)
+    distances: np.ndarray = np.rint((q.shape[1] - q @ x.T) / 2).astype(np.int64)
+    return distances
 
 
 # --------------------------------------------------------------------------- kernels
@@ -248,7 +249,7 @@ def _query_stats(qv, dwt, nbits, topk, n_at, stable, dst, rf, r_seen, h, hr, ap,
 
 
 @numba.njit(cache=True)
-def _partial_group_ap(total, rb, n, m, length, t1, t2):
+def _partial_group_ap(total: float, rb: int, n: int, m: int, length: int, t1: float, t2: float) -> float:
     """E[AP] when only the first `length` of a tie group (n items, m relevant) are retrieved.
 
     X, the relevant items among them, is hypergeometric; given X = x the group adds
@@ -275,7 +276,7 @@ def _partial_group_ap(total, rb, n, m, length, t1, t2):
 
 
 @numba.njit(cache=True)
-def _harmonic_diff(s, length):
+def _harmonic_diff(s: int, length: int) -> float:
     """sum_{p=1..length} 1/(s+p) = H(s+length) - H(s), to about 1e-16 relative.
 
     Direct sum for short runs; otherwise sum directly up to base 64, then the asymptotic
@@ -298,7 +299,7 @@ def _harmonic_diff(s, length):
 
 
 @numba.njit(cache=True)
-def _expected_ap_row(h, hr, topk):
+def _expected_ap_row(h: np.ndarray, hr: np.ndarray, topk: int) -> float:
     """Tie-aware AP@topk of one query from its per-distance counts (see mean_average_precision)."""
     start = 0
     rb = 0
@@ -326,7 +327,7 @@ def _expected_ap_row(h, hr, topk):
 
 
 @numba.njit(parallel=True, cache=True)
-def _expected_ap_kernel(hist, hrel, topk, out):
+def _expected_ap_kernel(hist: np.ndarray, hrel: np.ndarray, topk: int, out: np.ndarray) -> None:
     for q in numba.prange(hist.shape[0]):
         out[q] = _expected_ap_row(hist[q], hrel[q], topk)
 
@@ -415,13 +416,15 @@ def _precision_at_n_from(stats: _Stats, n_at: int, ties: str) -> np.ndarray:
     start = np.cumsum(stats.hist, axis=1) - stats.hist            # items before each distance
     taken = np.clip(n_at - start, 0, stats.hist)                    # retrieved from each group
     share = np.divide(taken, stats.hist, out=np.zeros(taken.shape), where=stats.hist > 0)
-    return (share * stats.hrel).sum(axis=1) / n_at                  # expected relevant / n
+    precision: np.ndarray = (share * stats.hrel).sum(axis=1) / n_at  # expected relevant / n
+    return precision
 
 
 def _precision_at_radius_from(stats: _Stats, r: int) -> np.ndarray:
     retrieved = stats.hist[:, :r + 1].sum(axis=1)
     relevant = stats.hrel[:, :r + 1].sum(axis=1)
-    return np.divide(relevant, retrieved, out=np.zeros(len(retrieved)), where=retrieved > 0)
+    precision: np.ndarray = np.divide(relevant, retrieved, out=np.zeros(len(retrieved)), where=retrieved > 0)
+    return precision
 
 
 # --------------------------------------------------------------------------- public API

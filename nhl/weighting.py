@@ -95,6 +95,10 @@ class AdaptiveWeighting:
     passes, nothing else).
     """
 
+    _weight_sum: torch.Tensor | None  # running stats, set by reset()
+    _steps: int
+    _reduced_steps: int
+
     def __init__(self, beta: float = 1.0, faithful: bool = False) -> None:
         if beta < 0:
             raise ValueError(f"beta: expected a non-negative number, got {beta}")
@@ -137,13 +141,13 @@ class AdaptiveWeighting:
     def epoch_summary(self) -> dict[str, object]:
         """{"steps", "mean_weights" (one per length), "reduced_fraction" (steps where any weight < 1)}.
         With no step recorded the means are empty and the fraction is NaN."""
-        if self._steps == 0:
+        if self._steps == 0 or self._weight_sum is None:  # both or neither: set together by _record
             return {"steps": 0, "mean_weights": [], "reduced_fraction": float("nan")}
         return {"steps": self._steps,
                 "mean_weights": (self._weight_sum / self._steps).tolist(),
                 "reduced_fraction": self._reduced_steps / self._steps}
 
     def reset(self) -> None:
-        self._weight_sum: torch.Tensor | None = None
+        self._weight_sum = None
         self._steps = 0
         self._reduced_steps = 0

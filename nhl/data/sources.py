@@ -19,6 +19,7 @@ import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,7 @@ class SourceData:
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
             raise ValueError(f"source {self.name}: give exactly one of images or paths")
-        n = len(self.images) if self.images is not None else len(self.paths)
+        n = len(self.images) if self.images is not None else len(self.paths or ())
         if self.labels.ndim != 2 or len(self.labels) != n:
             raise ValueError(f"source {self.name}: labels shape {self.labels.shape} does not match {n} items")
         if self.labels.shape[1] != len(self.class_names):
@@ -113,7 +114,7 @@ def register_source(name: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def load(name: str, root: str | Path | None = None, **options) -> SourceData:
+def load(name: str, root: str | Path | None = None, **options: Any) -> SourceData:
     """Load the source `name` (see the module table); `root` is where file-based data lives."""
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(SOURCES))}")
@@ -200,10 +201,11 @@ def cifar10(root: str | Path | None = None, verify: bool = True) -> SourceData:
     )
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            batch: dict[str, Any] = pickle.load(f, encoding="latin1")
+            return batch
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
         raise ValueError(f"CIFAR-10 file {path} is not a python pickle batch: {err}") from None
 

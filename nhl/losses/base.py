@@ -92,6 +92,10 @@ class MemoryBankMixin:
     with many classes prefer a centre loss (csq) or `pairs="batch"`, which keeps no bank.
     """
 
+    bank_codes: torch.Tensor
+    bank_labels: torch.Tensor
+    bank_seen: torch.Tensor
+
     def _init_memory_bank(self) -> None:
         self.register_buffer("bank_codes", torch.zeros(self.num_train, self.bits))
         self.register_buffer("bank_labels", torch.zeros(self.num_train, self.num_classes))
@@ -110,13 +114,16 @@ class MemoryBankMixin:
         self.bank_seen[index] = True
 
 
-class CentersMixin:
+class CentersMixin(HashLoss):
     """Buffers `centers [C, bits]` (+-1) and `tie_break [bits]` for centre-based losses.
 
     Given centres are used as-is (this is how nested training passes prefix-consistent centres);
     otherwise `rule(num_classes, bits, seed)` makes them. `tie_break` settles the bits where a
-    multi-label item's label centres vote to a tie.
+    multi-label item's label centres vote to a tie. A mixin for HashLoss subclasses.
     """
+
+    centers: torch.Tensor
+    tie_break: torch.Tensor
 
     def _init_centers(self, centers: torch.Tensor | None, seed: int,
                       rule: Callable[[int, int, int], torch.Tensor]) -> None:

@@ -41,6 +41,8 @@ class HashNetLoss(HashLoss):
     """
 
     pairwise = True
+    step: torch.Tensor          # buffers (registered in __init__)
+    last_call: torch.Tensor
 
     def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
                  init_scale: float = 1.0, gamma: float = 0.005, power: float = 0.5, step_size: int = 200,

@@ -59,6 +59,7 @@ class SHREWDLoss(HashLoss):
     """
 
     pairwise = True
+    class_distance: torch.Tensor  # buffer (registered in __init__)
 
     def __init__(self, bits: int, num_classes: int, num_train: int,
                  hierarchy: Hierarchy | str | os.PathLike[str] | None = None, distance_scale: float = 0.5,

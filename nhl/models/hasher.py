@@ -37,6 +37,9 @@ class Hasher(nn.Module):
     The k-bit code of a nested model is `encode(x)[:, :k]`; only the longest code needs storing.
     """
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(self, spec: HasherSpec, pretrained: bool | str = False) -> None:
         super().__init__()
         if spec.input_size is not None and (not isinstance(spec.input_size, int) or spec.input_size < 1):
