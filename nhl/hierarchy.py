@@ -59,7 +59,7 @@ class Hierarchy:
             raise ValueError(f"{where}: class names must be unique, repeated: {dup}")
         if len(self.ancestors) != len(self.classes):
             raise ValueError(f"{where}: expected one ancestor chain per class")
-        classes, parent = set(self.classes), {}
+        classes, parent = set(self.classes), dict[str, str]()
         for cls, chain in zip(self.classes, self.ancestors, strict=True):
             path = (cls, *chain)
             if len(set(path)) != len(path) or ROOT in chain:

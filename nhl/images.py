@@ -158,7 +158,7 @@ def iter_image_batches(paths: Sequence[str | os.PathLike], channels: int, size: 
         raise ValueError(f"size: expected a positive integer, got {size!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    first: tuple[int, int] | None = None
+    first: tuple[int, ...] | None = None
     batch: list[torch.Tensor] = []
     for path in paths:
         tensor = read_image(path, channels, size)

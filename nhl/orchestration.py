@@ -135,6 +135,7 @@ def repro(targets: Sequence[str], project: str | os.PathLike, env: dict[str, str
     lines: list[str] = []
     with subprocess.Popen(dvc_command("repro", *targets), cwd=project, env=dvc_env(env), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as process:
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             lines.append(line)
             if log is not None:

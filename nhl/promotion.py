@@ -140,7 +140,7 @@ def register_and_promote(model: str | os.PathLike, name: str, validation: Mappin
     result = _json_input(validation, "validation result")
     _, extra = load_hasher(model)
     model_id, run_id = extra.get("model_id") or Path(model).stem, extra.get("mlflow_run_id")
-    base = dict(name=name, model_id=model_id, run_id=run_id, tolerance=float(tolerance), time=now,
+    base: dict[str, Any] = dict(name=name, model_id=model_id, run_id=run_id, tolerance=float(tolerance), time=now,
                 validation_id=v.validation_id(result), content_hash=result.get("content_hash"))
     if tolerance < 0:
         raise ValueError(f"registry.tolerance: expected a number >= 0, got {tolerance}")
@@ -304,10 +304,10 @@ def _new_metrics(metrics, run) -> tuple[dict[str, dict[str, float]], int | None]
     if record.get("mlflow_run_id") not in (None, run.info.run_id):
         raise ValueError(f"metrics record of run {record.get('mlflow_run_id')} does not belong to the model's run "
                          f"{run.info.run_id}: evaluate this model file first")
-    bits = record.get("bits")
-    if not isinstance(bits, Mapping) or any("map" not in (bits.get(str(k)) or {}) for k in lengths):
+    recorded = record.get("bits")
+    if not isinstance(recorded, Mapping) or any("map" not in (recorded.get(str(k)) or {}) for k in lengths):
         raise ValueError(f"metrics record: expected `bits` with a `map` for each of the lengths {lengths}")
-    return {str(k): dict(bits[str(k)]) for k in lengths}, record.get("topk")
+    return {str(k): dict(recorded[str(k)]) for k in lengths}, record.get("topk")
 
 
 def _json_input(value, what: str) -> dict[str, Any]:

@@ -68,4 +68,5 @@ class Stopwatch:
         return self
 
     def __exit__(self, *exc) -> None:
+        assert self._t0 is not None  # set by __enter__
         self.seconds += time.perf_counter() - self._t0

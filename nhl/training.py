@@ -13,9 +13,10 @@ import math
 import os
 import random
 import tempfile
+from collections.abc import Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -176,10 +177,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _num_items(dataset: Dataset) -> int:
+    """len() of a map-style dataset (torch's `Dataset` type declares no `__len__`)."""
+    return len(cast(Sized, dataset))
+
+
 def infer_label_shape(dataset: Dataset) -> tuple[int, int]:
     """(number of classes, number of input channels) read from the first item (a dataset of cached
     features, `nhl.features.FeatureSet`, says its images' channels in `in_channels`)."""
-    if len(dataset) == 0:
+    if _num_items(dataset) == 0:
         raise ValueError("train split: expected at least one item, got an empty split")
     image, labels, *_ = dataset[0]
     return int(labels.shape[-1]), int(getattr(dataset, "in_channels", None) or image.shape[0])
@@ -199,7 +205,7 @@ class Trainer:
         self.dist = DistContext.from_env(resolve_device(config.device).type)
         self.device = self.dist.device(resolve_device(config.device))
         num_classes, in_channels = infer_label_shape(train_set)
-        if len(val_set) == 0:
+        if _num_items(val_set) == 0:
             raise ValueError("val split: expected at least one item for model selection, got an empty split")
 
         seed_everything(config.seed)
@@ -209,7 +215,7 @@ class Trainer:
         if config.freeze_backbone:
             self.model.backbone.requires_grad_(False)
         losses = build_length_losses(config.loss, list(config.lengths), num_classes=num_classes,
-                                     num_train=len(train_set), centers=config.centers, seed=config.seed,
+                                     num_train=_num_items(train_set), centers=config.centers, seed=config.seed,
                                      **config.loss_params)
         self.objective = NestedObjective(losses, config.distill, config.distill_weight).to(self.device)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -304,7 +310,7 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         """This process's share of the epoch's seeded global batches (see `GlobalBatchSampler`)."""
-        sampler = GlobalBatchSampler(len(self.train_set), self.config.batch_size, self.config.seed,
+        sampler = GlobalBatchSampler(_num_items(self.train_set), self.config.batch_size, self.config.seed,
                                      self.dist.rank, self.dist.world_size)
         sampler.set_epoch(self.epoch)
         return DataLoader(self.train_set, batch_sampler=sampler)

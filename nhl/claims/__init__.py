@@ -72,7 +72,7 @@ def build_claims(runs_dir: str | os.PathLike, spec: ClaimsSpec, cell_ids: list[s
     tables = Tables(spec, index)
     expected = sum(len(spec.models[s]["losses"]) * len(spec.models[s]["variants"]) for s in spec.models)
     expected *= len(spec.seeds) * len(spec.datasets)
-    data = {
+    data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "header": dict(header or {}),
         "spec": {**asdict(spec), "speedup_claim": list(spec.speedup_claim)},

@@ -245,10 +245,12 @@ class Tables:
         totals = {}
         for seed in s.seeds:
             results = [self.index.get(dataset, s.baseline_setting, loss, f"{BASELINE}-{k}", seed) for k in s.lengths]
-            if all(r is not None and r.train_seconds is not None and r.seconds_per_epoch is not None for r in results):
-                peaks = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
-                totals[seed] = {"seconds": sum(r.train_seconds for r in results),
-                                "per_epoch": sum(r.seconds_per_epoch for r in results),
+            timed = [r for r in results if r is not None and r.train_seconds is not None
+                     and r.seconds_per_epoch is not None]
+            if len(timed) == len(results):
+                peaks = [r.peak_memory_mb for r in timed if r.peak_memory_mb is not None]
+                totals[seed] = {"seconds": sum(r.train_seconds or 0.0 for r in timed),
+                                "per_epoch": sum(r.seconds_per_epoch or 0.0 for r in timed),
                                 "peak": max(peaks) if peaks else None}
         return totals
 

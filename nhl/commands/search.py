@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for label, d_row, i_row in zip(q_labels, distances, rows, strict=True):
         found = [(int(i), int(d)) for i, d in zip(i_row, d_row, strict=True) if i >= 0]
-        items = [{"id": int(db.ids[i]), "distance": d} for i, d in found]
+        items: list[dict[str, Any]] = [{"id": int(db.ids[i]), "distance": d} for i, d in found]
         for item, (i, _) in zip(items, found, strict=True):
             if db.names is not None:
                 item["name"] = str(db.names[i])        # the image path of file-based data
@@ -156,6 +156,8 @@ def codes_and_queries(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
 def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
     """(±1 query codes [Q, db bits], a label per query) from images or a query codes file."""
+    import numpy as np
+
     from nhl.codes import Codes, encode_batches, load_codes
     from nhl.images import iter_image_batches, list_images
     from nhl.serving import resolve_model
@@ -181,7 +183,7 @@ def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
     files = list_images(args.queries)
     size = args.size if args.size is not None else model.spec.input_size
     packed = encode_batches(model, iter_image_batches(files, model.spec.in_channels, size, batch_size=256))
-    return Codes(packed, list(range(len(files))), db.bits, info).codes(), [str(f) for f in files]
+    return Codes(packed, np.arange(len(files)), db.bits, info).codes(), [str(f) for f in files]
 
 
 def _warn_other_model(info: dict, db_info: dict, what: str, codes_path: Path) -> None:

@@ -8,8 +8,10 @@ normalised with the caller's `mean`/`std`. Grey images have one channel unless `
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,7 +114,7 @@ class ManifestDataset(Dataset):
         try:
             path = inside_root(self.root, self.frame.at[index, "path"], "manifest entry")
             with open_image(path) as image:
-                mode = {1: "L", 3: "RGB"}.get(self.channels) or ("L" if image.mode in GREY_MODES else "RGB")
+                mode = {1: "L", 3: "RGB"}.get(self.channels or 0) or ("L" if image.mode in GREY_MODES else "RGB")
                 try:
                     return np.asarray(convert(image, mode))
                 except (OSError, SyntaxError) as err:
@@ -133,7 +135,7 @@ def _pil():
 def load_split(
     manifest: str | Path | pd.DataFrame,
     split: str,
-    source: str | Path | np.ndarray | None = None,
+    source: str | os.PathLike[str] | np.ndarray | None = None,
     transform: Transform | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
@@ -163,7 +165,7 @@ def load_split(
         what = "the raw directory with images.npy" if in_memory else "the image root"
         raise ValueError(f"source ({what}) is required for this manifest")
     if in_memory:
-        location = {"images": source if isinstance(source, np.ndarray) else read_images(source)}
+        location: dict[str, Any] = {"images": source if isinstance(source, np.ndarray) else read_images(source)}
     else:
         location = {"root": source}
     try:

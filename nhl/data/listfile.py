@@ -56,6 +56,7 @@ def read_list_file(path: str | Path, num_classes: int | None = None,
         rows.append(values)
     if not paths:
         raise ValueError(f"list file {path} has no entries")
+    assert width is not None  # set by the first entry
     return paths, _to_multi_hot(path, rows, width, num_classes)
 
 

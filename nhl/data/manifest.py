@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     )
 
 
-def read_manifest(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+def read_manifest(directory: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict]:
     """Read `manifest.csv` and its `manifest.json` sidecar from `directory` (not checked)."""
     directory = Path(directory)
     if not directory.is_dir():

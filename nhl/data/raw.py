@@ -8,7 +8,9 @@ source has groups) and `source.json`. File sources: `items.csv` (`path`, `labels
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,7 @@ def save_source(data: SourceData, directory: str | Path) -> dict:
         "images_hash": data.images_hash,
     }
     if data.kind == "memory":
+        assert data.images is not None  # a memory source holds its images
         np.save(directory / "images.npy", data.images)
         np.save(directory / "labels.npy", data.labels)
         if data.groups is not None:
@@ -55,7 +58,7 @@ def load_source(directory: str | Path, mmap: bool = False) -> SourceData:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run the fetch stage first")
     meta = json.loads(meta_path.read_text())
-    common = dict(class_names=tuple(meta["class_names"]), missing=tuple(meta.get("missing", ())),
+    common: dict[str, Any] = dict(class_names=tuple(meta["class_names"]), missing=tuple(meta.get("missing", ())),
                   channels=meta.get("channels"), image_size=meta.get("image_size"),
                   images_hash=meta.get("images_hash"))
     if meta["kind"] == "memory":
@@ -78,7 +81,7 @@ def load_source(directory: str | Path, mmap: bool = False) -> SourceData:
     )
 
 
-def read_images(directory: str | Path) -> np.ndarray:
+def read_images(directory: str | os.PathLike[str]) -> np.ndarray:
     """The raw image array of an in-memory source, memory-mapped (rows are copied on access)."""
     path = Path(directory) / "images.npy"
     if not path.is_file():

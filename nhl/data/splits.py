@@ -209,7 +209,7 @@ def make_split(source: SourceData, protocol: Protocol, seed: int) -> tuple[pd.Da
     return frame, meta
 
 
-def _group_members(source: SourceData, groups: np.ndarray, protocol: Protocol, group: str) -> np.ndarray:
+def _group_members(source: SourceData, groups: np.ndarray, protocol: Protocol, group: str | None) -> np.ndarray:
     members = np.flatnonzero(groups == group)
     if len(members) == 0:
         raise ValueError(

@@ -228,7 +228,7 @@ def _run_suites(suites: dict[str, list], batches: dict[str, pd.DataFrame]) -> li
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         outcome = definition.run(batch_parameters={"dataframe": batches[name]})
-        by_id = {result.expectation_config.id: result for result in outcome.results}
+        by_id = {result.expectation_config.id: result for result in outcome.results if result.expectation_config}
         checks += [_check_record(name, check, by_id[expectation.id]) for check, expectation in expectations]
     return checks
 

@@ -54,7 +54,7 @@ def pairwise_hamming(centers: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def min_pairwise_distance(centers: torch.Tensor | np.ndarray) -> int:
     """Smallest Hamming distance between two different centres (needs at least two)."""
-    return center_distance_stats(centers)["min"]
+    return int(center_distance_stats(centers)["min"])
 
 
 def center_distance_stats(centers: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -92,7 +92,8 @@ def hadamard_centers(num_classes: int, bits: int, seed: int = 0, tries: int = 20
     extra = num_classes - fixed.shape[0]
     if extra == 0:
         return _to_tensor(fixed)
-    best, best_min = None, -1
+    best: np.ndarray | None = None
+    best_min: float = -1
     for _ in range(max(1, tries)):
         cand = np.concatenate([fixed, _balanced_rows(rng, extra, bits)])
         if num_classes < 2:
@@ -102,6 +103,7 @@ def hadamard_centers(num_classes: int, bits: int, seed: int = 0, tries: int = 20
             best, best_min = cand, stats["min"]
         if stats["min"] > bits / 4 and stats["mean"] >= bits / 2:
             break
+    assert best is not None  # the first try beats -1
     return _to_tensor(best)
 
 
@@ -201,6 +203,7 @@ def prefix_consistent_centers(num_classes: int, lengths: list[int], seed: int = 
                 score = _score(dist)
                 if best is None or score > best[0]:
                     best = (score, block, dist)
+        assert best is not None  # inits is never empty
         _, block, dist = best
         np.fill_diagonal(dist, 0)
         blocks.append(block)

@@ -66,7 +66,7 @@ def header(manifest: str | os.PathLike | None, params: dict[str, Any] | None, to
     """What produced the report: the split manifest's identity and the parameters given."""
     meta = read_manifest_meta(manifest)
     head: dict[str, Any] = {"topk": topk, "params": params or {}}
-    if meta is None:
+    if meta is None or manifest is None:
         head["manifest"] = None
         head["manifest_note"] = f"looked in {manifest}" if manifest is not None else "not given"
         return head

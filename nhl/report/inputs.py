@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 REQUIRED_KEYS = ("model_id", "loss", "mode", "bits", "train_seconds", "peak_memory_mb")
 BITS_KEYS = ("map", "p_at_100", "p_at_r2")
@@ -46,6 +46,10 @@ class ModelResult:
         return self.mode == BASELINE_MODE
 
 
+@overload
+def _number(value: Any, where: str, optional: Literal[False] = False) -> float: ...
+@overload
+def _number(value: Any, where: str, optional: bool) -> float | None: ...
 def _number(value: Any, where: str, optional: bool = False) -> float | None:
     if value is None and optional:
         return None

@@ -7,6 +7,7 @@ colour and marker across every figure. A figure with nothing to draw is not writ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
     return True
 
 
-FIGURES = {"map_vs_bits": map_vs_bits, "train_time": train_time, "pr": pr_curves, "weights": adaptive_weights}
+FIGURES: dict[str, Callable[..., bool]] = {"map_vs_bits": map_vs_bits, "train_time": train_time, "pr": pr_curves, "weights": adaptive_weights}
 
 
 def render_figures(out_dir: str | Path, data: dict[str, Any], pr: dict[str, Any],

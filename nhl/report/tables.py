@@ -129,7 +129,7 @@ def cost_table(loss: str, baselines: dict[int, str], nested: list[str],
             elif not row["train_seconds"]:
                 row["speedup_note"] = "no training time recorded"
             else:
-                row["baseline_seconds"] = sum(r["train_seconds"] for r in needed)
+                row["baseline_seconds"] = sum(r["train_seconds"] for r in needed if r is not None)
                 row["speedup"] = row["baseline_seconds"] / row["train_seconds"]
         variants[variant] = row
     return {"baselines": list(base_rows.values()), "baseline_total": summary, "variants": variants}

@@ -167,7 +167,7 @@ class ModelRun:
 
             now = int(time.time() * 1000)
             items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-            mlflow.MlflowClient(self.uri).log_batch(self.run_id, metrics=items)
+            mlflow.MlflowClient(self.uri).log_batch(str(self.run_id), metrics=items)  # set while active
 
         if self.active and metrics:
             self._guard("log_metrics", send)
