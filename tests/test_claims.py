@@ -302,9 +302,9 @@ def test_markdown_shows_missing_cells_and_provenance(report, tmp_path):
 def test_weak_baselines_are_flagged_in_the_report(report):
     from nhl.claims.markdown import render
 
-    def rows(*means):
-        base = {"variant": "baseline", "cells": {str(k): {"mean": m} for k, m in zip(LENGTHS, means, strict=True)}}
-        nested = {"variant": "nhl-full", "cells": {str(k): {"mean": 0.99} for k in LENGTHS}}   # not a baseline
+    def rows(*means):  # fewer means than LENGTHS (strict=False): the later lengths get no cell
+        base = {"variant": "baseline", "cells": {str(k): {"mean": m} for k, m in zip(LENGTHS, means, strict=False)}}
+        nested = {"variant": "nhl-full", "cells": {str(k): {"mean": 0.99} for k in LENGTHS}}  # not a baseline
         return [base, nested]
 
     quality = {"csq": rows(0.80, 0.90, 0.92, None, 0.91), "dsh": rows(0.30, 0.33, 0.36, 0.35, 0.34),
