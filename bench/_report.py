@@ -27,40 +27,47 @@ def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh
-                         if line.startswith("model name"))
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{model}, {cores} cores usable, load average {load} (1/5/15 min) at the start, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return (
+        f"{model}, {cores} cores usable, load average {load} (1/5/15 min) at the start, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(str(h) for h in headers) + " |",
-             "| " + " | ".join("---" for _ in headers) + " |"]
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def append_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
-                 notes: str = "", machine_info: str | None = None,
-                 path: str | Path = DEFAULT_PATH) -> Path:
+def append_table(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: str = "",
+    machine_info: str | None = None,
+    path: str | Path = DEFAULT_PATH,
+) -> Path:
     """Append a section `## title` (machine, date, command, table, notes) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"\n## {title}\n\n- machine: {machine_info or machine()}\n- date: {date}\n"
-               f"- command: `{command}`\n\n{markdown_table(headers, rows)}")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"\n## {title}\n\n- machine: {machine_info or machine()}\n- date: {date}\n"
+        f"- command: `{command}`\n\n{markdown_table(headers, rows)}"
+    )
     if notes:
         section += f"\n{notes.strip()}\n"
     fd = os.open(path.parent, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)             # one writer at a time
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time
         old = path.read_text(encoding="utf-8") if path.exists() else HEADER
         write_text(path, old.rstrip("\n") + "\n" + section)
     finally:
-        os.close(fd)                               # closing releases the lock
+        os.close(fd)  # closing releases the lock
     return path

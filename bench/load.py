@@ -34,23 +34,24 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import append_table, machine  # noqa: E402
+from _report import append_table, machine
 
-from nhl.index import FunnelIndex, HashIndex  # noqa: E402
-from nhl.metrics import evaluate_nested, mean_average_precision  # noqa: E402
+from nhl.index import FunnelIndex, HashIndex
+from nhl.metrics import evaluate_nested, mean_average_precision
 
-MIB = 2 ** 20
+MIB = 2**20
 K = 100
 SLACK = 64 * MIB
 GEN_CHUNK = 100_000
-METHOD = ["VmHWM"]           # how the last step's peak was measured
+METHOD = ["VmHWM"]  # how the last step's peak was measured
 
 
 class PeakRSS:
@@ -82,11 +83,11 @@ class PeakRSS:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, self._rss())
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = self.peak = self._rss()
         try:
             with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-                fh.write("5")                      # reset the high-water mark to the current RSS
+                fh.write("5")  # reset the high-water mark to the current RSS
             self._hwm()
         except (OSError, StopIteration):
             self.method = "psutil sampling every 5 ms"
@@ -103,8 +104,9 @@ class PeakRSS:
         self.peak = max(self.peak, self._rss())
 
 
-def make_codes(n: int, bits: int, centres: np.ndarray, flip: float, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
+def make_codes(
+    n: int, bits: int, centres: np.ndarray, flip: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(+-1 int8 codes [n, bits], one-hot int8 labels [n, C]), generated in row chunks."""
     classes = len(centres)
     codes = np.empty((n, bits), np.int8)
@@ -131,8 +133,17 @@ def measure(name: str, fn: Callable[[], Any], limit: int, rows: list, detail: Ca
         seconds = time.perf_counter() - t0
     work = rss.peak - rss.start
     METHOD[0] = rss.method
-    rows.append([name, f"{seconds:.2f}", detail(result, seconds), f"{rss.peak / MIB:,.0f}", f"{work / MIB:,.0f}",
-                 f"{limit / MIB:,.0f}", "yes" if work <= limit else "**no**"])
+    rows.append(
+        [
+            name,
+            f"{seconds:.2f}",
+            detail(result, seconds),
+            f"{rss.peak / MIB:,.0f}",
+            f"{work / MIB:,.0f}",
+            f"{limit / MIB:,.0f}",
+            "yes" if work <= limit else "**no**",
+        ]
+    )
     print(" | ".join(rows[-1]), flush=True)
     return result
 
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, q, bits = args.database, args.queries, args.bits
     lengths = [int(v) for v in args.lengths.split(",")]
-    info = machine()                     # load average at the start
+    info = machine()  # load average at the start
     rng = np.random.default_rng(args.seed)
     centres = rng.choice(np.array([-1, 1], np.int8), size=(args.classes, bits))
     rows: list[list[str]] = []
@@ -159,30 +170,63 @@ def main(argv: list[str] | None = None) -> int:
         db, db_labels = make_codes(n, bits, centres, 0.2, rng)
         qc, q_labels = make_codes(q, bits, centres, 0.2, rng)
     inputs = db.nbytes + db_labels.nbytes + qc.nbytes + q_labels.nbytes
-    rows.append(["inputs: generate codes and labels", "", f"{inputs / MIB:,.0f} MiB of arrays",
-                 f"{rss.peak / MIB:,.0f}", "", "", ""])
+    rows.append(
+        [
+            "inputs: generate codes and labels",
+            "",
+            f"{inputs / MIB:,.0f} MiB of arrays",
+            f"{rss.peak / MIB:,.0f}",
+            "",
+            "",
+            "",
+        ]
+    )
 
-    measure(f"mean_average_precision, {bits} bits, mAP@ALL",
-            lambda: mean_average_precision(qc, q_labels, db, db_labels), limit, rows,
-            lambda v, s: f"mAP {v:.4f}")
-    measure(f"evaluate_nested, lengths {lengths}",
-            lambda: evaluate_nested(qc, q_labels, db, db_labels, lengths), limit, rows,
-            lambda v, s: "mAP " + ", ".join(f"{k}: {m['map']:.4f}" for k, m in v.items()))
-    flat = measure("HashIndex flat: build", lambda: HashIndex(bits, "flat").add(db), limit, rows,
-                   lambda ix, s: f"{ix.ntotal:,} codes")
-    exact_distances, _ = measure(f"HashIndex flat: search k={K}", lambda ix=flat: ix.search(qc, K), limit, rows,
-                       lambda r, s: f"{q / s:,.0f} queries/s")
+    measure(
+        f"mean_average_precision, {bits} bits, mAP@ALL",
+        lambda: mean_average_precision(qc, q_labels, db, db_labels),
+        limit,
+        rows,
+        lambda v, s: f"mAP {v:.4f}",
+    )
+    measure(
+        f"evaluate_nested, lengths {lengths}",
+        lambda: evaluate_nested(qc, q_labels, db, db_labels, lengths),
+        limit,
+        rows,
+        lambda v, s: "mAP " + ", ".join(f"{k}: {m['map']:.4f}" for k, m in v.items()),
+    )
+    flat = measure(
+        "HashIndex flat: build",
+        lambda: HashIndex(bits, "flat").add(db),
+        limit,
+        rows,
+        lambda ix, s: f"{ix.ntotal:,} codes",
+    )
+    exact_distances, _ = measure(
+        f"HashIndex flat: search k={K}",
+        lambda ix=flat: ix.search(qc, K),
+        limit,
+        rows,
+        lambda r, s: f"{q / s:,.0f} queries/s",
+    )
     del flat
     from nhl.commands.search import funnel_pools  # the CLI's default pools
 
     stages = [k for k in lengths if k <= bits]
     pools = funnel_pools(len(stages) - 1, K)
-    funnel = measure(f"FunnelIndex build, stages {stages}", lambda: FunnelIndex(db, stages, pools), limit,
-                     rows, lambda ix, s: f"pools {pools}")
-    distances, _ = measure(f"FunnelIndex search k={K}", lambda: funnel.search(qc, K), limit, rows,
-                           lambda r, s: f"{q / s:,.0f} queries/s")
+    funnel = measure(
+        f"FunnelIndex build, stages {stages}",
+        lambda: FunnelIndex(db, stages, pools),
+        limit,
+        rows,
+        lambda ix, s: f"pools {pools}",
+    )
+    distances, _ = measure(
+        f"FunnelIndex search k={K}", lambda: funnel.search(qc, K), limit, rows, lambda r, s: f"{q / s:,.0f} queries/s"
+    )
     # tie-aware recall@k: a result is right when it is no farther than the exact k-th neighbour
-    recall = float(np.mean(distances <= exact_distances[:, K - 1:K]))
+    recall = float(np.mean(distances <= exact_distances[:, K - 1 : K]))
 
     held = all(row[-1] in ("", "yes") for row in rows)
     naive = q * n * 8
@@ -202,9 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(notes)
     if not args.no_report:
-        path = append_table(f"Load: evaluation and search on {n:,} x {bits}-bit codes, {q:,} queries (bench/load.py)",
-                            ["step", "seconds", "result", "peak RSS (MiB)", "working memory (MiB)",
-                             "bound (MiB)", "within bound"], rows, notes=notes, machine_info=info)
+        path = append_table(
+            f"Load: evaluation and search on {n:,} x {bits}-bit codes, {q:,} queries (bench/load.py)",
+            ["step", "seconds", "result", "peak RSS (MiB)", "working memory (MiB)", "bound (MiB)", "within bound"],
+            rows,
+            notes=notes,
+            machine_info=info,
+        )
         print(f"appended to {path}")
     return 0 if held else 1
 

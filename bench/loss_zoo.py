@@ -49,8 +49,13 @@ def train_and_score(manifest: str, section: dict, loss: str, variant: str, setti
     q, ql = encode_loader(result.model, DataLoader(query, batch_size=250))
     d, dl = encode_loader(result.model, DataLoader(database, batch_size=500))
     score = mean_average_precision(q[:, :BITS], ql, d[:, :BITS], dl)
-    return {"map": score, "best_epoch": result.best_epoch, "epochs": result.epochs_run, "lr": config.lr,
-            "seconds": time.perf_counter() - start}
+    return {
+        "map": score,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs_run,
+        "lr": config.lr,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="nhl-noA-noD", help="the nested variant to compare")
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "splits")
     parser.add_argument("--losses", nargs="*", help="default: every registered loss")
-    parser.add_argument("--released", action="store_true",
-                        help="ignore `losses`: every loss at its defaults with the shared train settings")
+    parser.add_argument(
+        "--released",
+        action="store_true",
+        help="ignore `losses`: every loss at its defaults with the shared train settings",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default: %(default)s)")
     args = parser.parse_args(argv)
     if not (args.manifest / "manifest.csv").is_file():
@@ -80,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = {loss: {} if args.released else dict((params.get("losses") or {}).get(loss) or {}) for loss in losses}
     jobs = [(loss, variant) for loss in losses for variant in (f"baseline-{BITS}", args.variant)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {job: pool.submit(train_and_score, str(args.manifest), section, job[0], job[1], settings[job[0]])
-                   for job in jobs}
+        futures = {
+            job: pool.submit(train_and_score, str(args.manifest), section, job[0], job[1], settings[job[0]])
+            for job in jobs
+        }
         results = {}
         for job, future in futures.items():
             results[job] = future.result()
@@ -91,21 +101,44 @@ def main(argv: list[str] | None = None) -> int:
     for loss in losses:
         base, nested = results[(loss, f"baseline-{BITS}")], results[(loss, args.variant)]
         hparams = {k: v for k, v in settings[loss].items() if k != "train"}
-        rows.append([loss, ", ".join(f"{k}={v}" for k, v in hparams.items()) or "defaults",
-                     f"{base['lr']:g}", str(base["epochs"]), f"{base['map']:.3f}", f"{nested['map']:.3f}",
-                     f"{nested['map'] - base['map']:+.3f}", f"{base['best_epoch']} / {nested['best_epoch']}",
-                     "yes" if base["map"] >= TARGET and nested["map"] >= base["map"] - 0.01 else "no"])
+        rows.append(
+            [
+                loss,
+                ", ".join(f"{k}={v}" for k, v in hparams.items()) or "defaults",
+                f"{base['lr']:g}",
+                str(base["epochs"]),
+                f"{base['map']:.3f}",
+                f"{nested['map']:.3f}",
+                f"{nested['map'] - base['map']:+.3f}",
+                f"{base['best_epoch']} / {nested['best_epoch']}",
+                "yes" if base["map"] >= TARGET and nested["map"] >= base["map"] - 0.01 else "no",
+            ]
+        )
 
     from _report import append_table, markdown_table
 
-    headers = ["loss", "hyper-parameters", "lr", "epochs", f"baseline-{BITS}", f"{args.variant} @{BITS}", "diff",
-               "best epoch (base / nested)", f"base >= {TARGET} and nested within 1 point"]
-    which = "every loss at its defaults with the shared `train` settings" if args.released else \
-        "each loss at its committed settings (params.yaml `train` with `losses.<loss>` on top)"
-    notes = (f"Query-set mAP@ALL at {BITS} bits (500 queries vs the 2,300-image database) of the checkpoint selected "
-             f"on val; mnist5k split, {section['backbone']} {section.get('backbone_params')} from scratch, batch "
-             f"{section['batch_size']}, centres {section.get('centers')}, seed {section.get('seed')}; {which}. One "
-             "seed, so differences of a point or two are within noise.")
+    headers = [
+        "loss",
+        "hyper-parameters",
+        "lr",
+        "epochs",
+        f"baseline-{BITS}",
+        f"{args.variant} @{BITS}",
+        "diff",
+        "best epoch (base / nested)",
+        f"base >= {TARGET} and nested within 1 point",
+    ]
+    which = (
+        "every loss at its defaults with the shared `train` settings"
+        if args.released
+        else "each loss at its committed settings (params.yaml `train` with `losses.<loss>` on top)"
+    )
+    notes = (
+        f"Query-set mAP@ALL at {BITS} bits (500 queries vs the 2,300-image database) of the checkpoint selected "
+        f"on val; mnist5k split, {section['backbone']} {section.get('backbone_params')} from scratch, batch "
+        f"{section['batch_size']}, centres {section.get('centers')}, seed {section.get('seed')}; {which}. One "
+        "seed, so differences of a point or two are within noise."
+    )
     title = f"Loss zoo on mnist5k at committed settings: baseline-{BITS} vs {args.variant} (bench/loss_zoo.py)"
     if args.released:
         title = title.replace("committed settings", "released defaults")

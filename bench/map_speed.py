@@ -24,9 +24,9 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import append_table, machine  # noqa: E402
+from _report import append_table, machine
 
-from nhl import metrics  # noqa: E402
+from nhl import metrics
 
 
 def make_data(nq: int, nd: int, bits: int, classes: int, flip: float, seed: int):
@@ -70,8 +70,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000x54000x64,5000x100000x64",
-                        help="comma-separated QUERIESxDATABASExBITS")
+    parser.add_argument("--sizes", default="1000x54000x64,5000x100000x64", help="comma-separated QUERIESxDATABASExBITS")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--flip", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     host = machine()
 
-    tiny = make_data(4, 50, 8, 3, 0.2, 0)                     # numba: compile or load the cache
+    tiny = make_data(4, 50, 8, 3, 0.2, 0)  # numba: compile or load the cache
     start = time.perf_counter()
     for ties in metrics.TIES:
         metrics.mean_average_precision(*tiny, ties=ties)
@@ -92,31 +91,57 @@ def main(argv: list[str] | None = None) -> int:
         data = make_data(nq, nd, bits, args.classes, args.flip, args.seed)
         ours, t_ours = timed(lambda data=data: metrics.mean_average_precision(*data), args.repeats)
         tie_aware, t_expected = timed(
-            lambda data=data: metrics.mean_average_precision(*data, ties="expected"), args.repeats)
+            lambda data=data: metrics.mean_average_precision(*data, ties="expected"), args.repeats
+        )
         ref, t_ref = timed(lambda data=data: loop_map(*data), 1)
         diff = abs(ours - ref)
-        print(f"{nq} x {nd} x {bits}: mAP {ours:.6f} (loop {ref:.6f}, |diff| {diff:.1e}); "
-              f"loop {t_ref:.2f} s, ours {t_ours:.3f} s ({t_ref / t_ours:.0f}x), "
-              f"tie-aware {t_expected:.3f} s (mAP {tie_aware:.6f})", flush=True)
+        print(
+            f"{nq} x {nd} x {bits}: mAP {ours:.6f} (loop {ref:.6f}, |diff| {diff:.1e}); "
+            f"loop {t_ref:.2f} s, ours {t_ours:.3f} s ({t_ref / t_ours:.0f}x), "
+            f"tie-aware {t_expected:.3f} s (mAP {tie_aware:.6f})",
+            flush=True,
+        )
         if diff > 1e-9:
             raise SystemExit(f"mismatch at {size}: ours {ours!r} vs loop {ref!r}")
-        rows.append([f"{nq:,} x {nd:,} x {bits}", f"{ours:.4f}", f"{diff:.0e}",
-                     f"{t_ref:.2f}", f"{t_ours:.3f}", f"{t_ref / t_ours:.0f}x",
-                     f"{t_expected:.3f}", f"{tie_aware:.4f}"])
+        rows.append(
+            [
+                f"{nq:,} x {nd:,} x {bits}",
+                f"{ours:.4f}",
+                f"{diff:.0e}",
+                f"{t_ref:.2f}",
+                f"{t_ours:.3f}",
+                f"{t_ref / t_ours:.0f}x",
+                f"{t_expected:.3f}",
+                f"{tie_aware:.4f}",
+            ]
+        )
 
-    notes = (f"mAP@ALL, {args.classes} classes, bit-flip probability {args.flip}, "
-             f"seed {args.seed}; "
-             f"ours = `nhl.metrics.mean_average_precision` (numba, {numba.get_num_threads()} "
-             f"threads; input checks and bit packing included; median of {args.repeats} calls "
-             f"after a warm-up of {warmup:.1f} s that compiles or loads the numba cache); "
-             "loop = per-query stable argsort, one call. `ties=expected` is the tie-aware mAP "
-             "(mean over all orders of equal-distance items), a different number by design.")
+    notes = (
+        f"mAP@ALL, {args.classes} classes, bit-flip probability {args.flip}, "
+        f"seed {args.seed}; "
+        f"ours = `nhl.metrics.mean_average_precision` (numba, {numba.get_num_threads()} "
+        f"threads; input checks and bit packing included; median of {args.repeats} calls "
+        f"after a warm-up of {warmup:.1f} s that compiles or loads the numba cache); "
+        "loop = per-query stable argsort, one call. `ties=expected` is the tie-aware mAP "
+        "(mean over all orders of equal-distance items), a different number by design."
+    )
     if not args.no_report:
         path = append_table(
             "mAP@ALL: nhl.metrics vs the per-query loop (bench/map_speed.py)",
-            ["queries x database x bits", "mAP@ALL", "abs diff vs loop", "loop (s)",
-             "ours (s)", "speed-up", "ours, ties=expected (s)", "tie-aware mAP"],
-            rows, notes=notes, machine_info=host)
+            [
+                "queries x database x bits",
+                "mAP@ALL",
+                "abs diff vs loop",
+                "loop (s)",
+                "ours (s)",
+                "speed-up",
+                "ours, ties=expected (s)",
+                "tie-aware mAP",
+            ],
+            rows,
+            notes=notes,
+            machine_info=host,
+        )
         print(f"appended to {path}")
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,8 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 PARTS = ["start-up + imports", "MLflow", "data", "compute", "outputs", "other"]
-PHASE_PART = {"imports": "start-up + imports", "tracking": "MLflow", "data": "data", "compute": "compute",
-              "outputs": "outputs", "other": "other"}
+PHASE_PART = {
+    "imports": "start-up + imports",
+    "tracking": "MLflow",
+    "data": "data",
+    "compute": "compute",
+    "outputs": "outputs",
+    "other": "other",
+}
 DEFAULT_VARIANTS = "baseline-16,nhl-noA-noD,nhl-full"
 
 
@@ -54,9 +59,13 @@ def make_project(dest: Path, overrides: dict) -> Path:
     (dest / ".gitignore").write_text("/mlruns.db\n/mlartifacts/\n__pycache__/\n")
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, check=True, env=dvc_env(dest, None))
-    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=dest, check=True,
-                   env=dvc_env(dest, None))
-    if (ROOT / ".dvc" / "plots").is_dir():       # the plot templates dvc.yaml names
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+        cwd=dest,
+        check=True,
+        env=dvc_env(dest, None),
+    )
+    if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names
         shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)
     return dest
 
@@ -64,8 +73,12 @@ def make_project(dest: Path, overrides: dict) -> Path:
 def dvc_env(project: Path, timings: Path | None) -> dict[str, str]:
     from nhl.orchestration import dvc_env as base_env
 
-    extra = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlruns.db'}", "PYTHONPATH": str(project),
-             "NHL_PIPELINE_RUN": "", "DVC_NO_ANALYTICS": "1"}
+    extra = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlruns.db'}",
+        "PYTHONPATH": str(project),
+        "NHL_PIPELINE_RUN": "",
+        "DVC_NO_ANALYTICS": "1",
+    }
     if timings is not None:
         extra["NHL_TIMINGS"] = str(timings)
     return base_env(extra)
@@ -90,7 +103,7 @@ def table(records: list[dict], wall: float) -> tuple[list[list[str]], dict[str, 
         for name, seconds in rec["phases"].items():
             parts[PHASE_PART.get(name, "other")] += seconds
         accounted = (rec.get("startup") or 0.0) + sum(rec["phases"].values())
-        parts["other"] += max(life - accounted, 0.0)     # interpreter shutdown, untimed lines
+        parts["other"] += max(life - accounted, 0.0)  # interpreter shutdown, untimed lines
     totals: dict[str, float] = defaultdict(float)
     rows = []
     order = ["fetch", "split", "validate", "features", "train", "evaluate", "report"]
@@ -98,12 +111,26 @@ def table(records: list[dict], wall: float) -> tuple[list[list[str]], dict[str, 
         parts = by_kind[kind]
         for part in PARTS + ["life"]:
             totals[part] += parts[part]
-        rows.append([kind, str(counts[kind]), f"{parts['life']:.1f}", *(f"{parts[p]:.1f}" for p in PARTS),
-                     f"{100 * parts['compute'] / parts['life']:.0f}%" if parts["life"] else "—"])
+        rows.append(
+            [
+                kind,
+                str(counts[kind]),
+                f"{parts['life']:.1f}",
+                *(f"{parts[p]:.1f}" for p in PARTS),
+                f"{100 * parts['compute'] / parts['life']:.0f}%" if parts["life"] else "—",
+            ]
+        )
     dvc = max(wall - totals["life"], 0.0)
     rows.append(["DVC bookkeeping", "", f"{dvc:.1f}", *("" for _ in PARTS), ""])
-    rows.append(["**whole repro**", str(len(records)), f"**{wall:.1f}**", *(f"{totals[p]:.1f}" for p in PARTS),
-                 f"**{100 * totals['compute'] / wall:.0f}%**"])
+    rows.append(
+        [
+            "**whole repro**",
+            str(len(records)),
+            f"**{wall:.1f}**",
+            *(f"{totals[p]:.1f}" for p in PARTS),
+            f"**{100 * totals['compute'] / wall:.0f}%**",
+        ]
+    )
     totals["dvc"] = dvc
     return rows, totals
 
@@ -123,8 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.full:
         overrides["models"] = {"losses": args.losses.split(","), "variants": args.variants.split(",")}
         if args.dataset != "mnist5k":
-            overrides["data"] = {"dataset": args.dataset, "protocol": args.dataset, "query": None, "train": None,
-                                 "val": None, "train_in_database": None}
+            overrides["data"] = {
+                "dataset": args.dataset,
+                "protocol": args.dataset,
+                "query": None,
+                "train": None,
+                "val": None,
+                "train_in_database": None,
+            }
         if args.epochs is not None:
             overrides["train"] = {"epochs": args.epochs}
     workdir = Path(tempfile.mkdtemp(prefix="nhl-pipeline-cost-"))
@@ -133,12 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         make_project(project, overrides)
         timings = workdir / "timings.jsonl"
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "-f"], cwd=project,
-                              env=dvc_env(project, timings), capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-f"],
+            cwd=project,
+            env=dvc_env(project, timings),
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
         if done.returncode != 0:
-            print(f"pipeline_cost: dvc repro failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}",
-                  file=sys.stderr)
+            print(
+                f"pipeline_cost: dvc repro failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}",
+                file=sys.stderr,
+            )
             return 1
         records = [json.loads(line) for line in timings.read_text().splitlines() if line.strip()]
     finally:
@@ -149,21 +189,31 @@ def main(argv: list[str] | None = None) -> int:
     from _report import append_table, markdown_table
 
     print(markdown_table(headers, rows))
-    print(f"compute share of the whole `dvc repro`: {100 * totals['compute'] / wall:.0f}% "
-          f"({totals['compute']:.1f} s of {wall:.1f} s)")
-    config = "the default params.yaml" if args.full else (
-        f"{args.dataset}, losses {args.losses}, variants {args.variants}"
-        + (f", {args.epochs} epochs" if args.epochs is not None else ", params.yaml's epochs"))
-    notes = (f"One `dvc repro -f` of every stage in a fresh copy of the project ({config}; its own git, DVC and "
-             "MLflow sqlite store, so the store's creation is included). Seconds are summed over the stage's processes. "
-             "`start-up + imports`: process creation to the stage's first line, plus the library imports it times; "
-             "`MLflow`: importing mlflow, the store, runs and logging (models included); `compute`: training "
-             "(with its per-epoch val evaluation), encoding and metrics, the report's tables and figures; "
-             "`other`: argument parsing, params, interpreter exit. DVC bookkeeping = repro wall time minus the "
-             "stage processes' lives.")
+    print(
+        f"compute share of the whole `dvc repro`: {100 * totals['compute'] / wall:.0f}% "
+        f"({totals['compute']:.1f} s of {wall:.1f} s)"
+    )
+    config = (
+        "the default params.yaml"
+        if args.full
+        else (
+            f"{args.dataset}, losses {args.losses}, variants {args.variants}"
+            + (f", {args.epochs} epochs" if args.epochs is not None else ", params.yaml's epochs")
+        )
+    )
+    notes = (
+        f"One `dvc repro -f` of every stage in a fresh copy of the project ({config}; its own git, DVC and "
+        "MLflow sqlite store, so the store's creation is included). Seconds are summed over the stage's processes. "
+        "`start-up + imports`: process creation to the stage's first line, plus the library imports it times; "
+        "`MLflow`: importing mlflow, the store, runs and logging (models included); `compute`: training "
+        "(with its per-epoch val evaluation), encoding and metrics, the report's tables and figures; "
+        "`other`: argument parsing, params, interpreter exit. DVC bookkeeping = repro wall time minus the "
+        "stage processes' lives."
+    )
     if not args.no_append:
-        append_table("Pipeline cost: where `dvc repro` spends its time (bench/pipeline_cost.py)", headers, rows,
-                     notes=notes)
+        append_table(
+            "Pipeline cost: where `dvc repro` spends its time (bench/pipeline_cost.py)", headers, rows, notes=notes
+        )
     return 0
 
 

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     if "--sweep" in argv:
         argv.remove("--sweep")
         import search_sweep
+
         return search_sweep.main(argv)
     import search_scale
+
     return search_scale.main(argv)
 
 

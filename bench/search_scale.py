@@ -41,7 +41,7 @@ def replicate(base: np.ndarray, n: int, flip_rate: float, seed: int, chunk: int 
         stop = min(start + chunk, n)
         rows = np.arange(start, stop) % len(base)
         block = base[rows]
-        noisy = np.arange(start, stop) >= len(base)                  # the first copy is the real encodings
+        noisy = np.arange(start, stop) >= len(base)  # the first copy is the real encodings
         if noisy.any():
             flips = rng.random((int(noisy.sum()), nbits), dtype=np.float32) < flip_rate
             block[noisy] ^= np.packbits(flips, axis=1, bitorder="little")
@@ -53,9 +53,9 @@ def _faiss(kind: str, packed: np.ndarray, **params):
     from nhl.index import HashIndex
 
     index = HashIndex(packed.shape[1] * 8, kind, **params)
-    raw = index._index                 # add packed codes directly: 10M x 128 as ±1 int8 would be 1.3 GB
+    raw = index._index  # add packed codes directly: 10M x 128 as ±1 int8 would be 1.3 GB
     if kind == "ivf":
-        raw.cp.niter, raw.cp.max_points_per_centroid = 5, 32       # bounded k-means (a sample of 32/list)
+        raw.cp.niter, raw.cp.max_points_per_centroid = 5, 32  # bounded k-means (a sample of 32/list)
         raw.train(packed)
     raw.add(packed)
     return index
@@ -64,7 +64,7 @@ def _faiss(kind: str, packed: np.ndarray, **params):
 def _funnel(packed: np.ndarray, stages, pools):
     from nhl.index import FunnelIndex
 
-    index = FunnelIndex.__new__(FunnelIndex)                 # from packed words, as FunnelIndex.load does
+    index = FunnelIndex.__new__(FunnelIndex)  # from packed words, as FunnelIndex.load does
     index.stages, index.pools, index.max_radius = list(stages), list(pools), stages[0]
     index._words = np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
     index._build_table()
@@ -81,14 +81,19 @@ def _mb(index) -> float:
 
 def methods(n: int) -> list[tuple[str, dict, object]]:
     """(method, params, builder(packed) -> index) to try at database size n."""
-    nlist = 1 << int(np.clip(round(np.log2(4 * np.sqrt(n))), 8, 11))   # ~4 sqrt(N), capped: 1024 / 2048 / 2048
-    out = [("hash", {"b": b, "nflip": f}, lambda p, b=b, f=f: _faiss("hash", p, b=b, nflip=f))
-           for b, f in ((16, 1), (16, 2), (20, 2), (24, 2), (24, 3))]
-    out += [("funnel", {"stages": [16, 128], "pools": [pool]},
-             lambda p, pool=pool: _funnel(p, (16, 128), (pool,))) for pool in (5000, 20000)]
-    out += [("ivf", {"nlist": nlist, "nprobe": probe}, lambda p, probe=probe: _faiss("ivf", p, nlist=nlist,
-                                                                                    nprobe=probe))
-            for probe in (16, 64)]
+    nlist = 1 << int(np.clip(round(np.log2(4 * np.sqrt(n))), 8, 11))  # ~4 sqrt(N), capped: 1024 / 2048 / 2048
+    out = [
+        ("hash", {"b": b, "nflip": f}, lambda p, b=b, f=f: _faiss("hash", p, b=b, nflip=f))
+        for b, f in ((16, 1), (16, 2), (20, 2), (24, 2), (24, 3))
+    ]
+    out += [
+        ("funnel", {"stages": [16, 128], "pools": [pool]}, lambda p, pool=pool: _funnel(p, (16, 128), (pool,)))
+        for pool in (5000, 20000)
+    ]
+    out += [
+        ("ivf", {"nlist": nlist, "nprobe": probe}, lambda p, probe=probe: _faiss("ivf", p, nlist=nlist, nprobe=probe))
+        for probe in (16, 64)
+    ]
     return out
 
 
@@ -100,7 +105,7 @@ def run_size(n: int, base: np.ndarray, q_packed: np.ndarray, args) -> list[dict]
     start = time.perf_counter()
     packed = replicate(base, n, args.flip_rate, args.seed + n)
     print(f"{n:,} codes ({n // len(base)}x {len(base):,} base) in {time.perf_counter() - start:.1f} s", flush=True)
-    built = []                                        # (method, params, index, build seconds)
+    built = []  # (method, params, index, build seconds)
     for method, params, build_index in [("flat", {"bits": 128}, lambda p: _faiss("flat", p))] + methods(n):
         gc.collect()
         start = time.perf_counter()
@@ -109,13 +114,22 @@ def run_size(n: int, base: np.ndarray, q_packed: np.ndarray, args) -> list[dict]
     kth = distances[:, K - 1].astype(np.int64)
     timed = time_round_robin([(index, q_codes) for _, _, index, _ in built], args.repeats)
     rows = []
-    for (method, params, index, build), (ids, qps) in zip(built, timed):
-        row = {"n": n, "method": method, "params": params, "build_seconds": round(build, 2),
-               "queries_per_second": round(qps, 1), "index_mb": round(_mb(index), 1),
-               "recall_at_100": round(recall_at_k(q_packed, packed, ids, kth), 4)}
+    for (method, params, index, build), (ids, qps) in zip(built, timed, strict=True):
+        row = {
+            "n": n,
+            "method": method,
+            "params": params,
+            "build_seconds": round(build, 2),
+            "queries_per_second": round(qps, 1),
+            "index_mb": round(_mb(index), 1),
+            "recall_at_100": round(recall_at_k(q_packed, packed, ids, kth), 4),
+        }
         rows.append(row)
-        print(f"  {method:7s} {json.dumps(params):45s} build {build:6.1f} s  {qps:9.1f} q/s  "
-              f"recall@100 {row['recall_at_100']:.4f}  {row['index_mb']:7.1f} MB", flush=True)
+        print(
+            f"  {method:7s} {json.dumps(params):45s} build {build:6.1f} s  {qps:9.1f} q/s  "
+            f"recall@100 {row['recall_at_100']:.4f}  {row['index_mb']:7.1f} MB",
+            flush=True,
+        )
     return rows
 
 
@@ -141,8 +155,11 @@ def plot(rows: list[dict], path: Path) -> None:
     for method, style in (("flat", "k-o"), ("hash", "C0-s"), ("funnel", "C1-^"), ("ivf", "C2-D")):
         xs, ys = [], []
         for n in sizes:
-            good = [r for r in rows if r["n"] == n and r["method"] == method
-                    and (method == "flat" or r["recall_at_100"] >= RECALL_TARGET)]
+            good = [
+                r
+                for r in rows
+                if r["n"] == n and r["method"] == method and (method == "flat" or r["recall_at_100"] >= RECALL_TARGET)
+            ]
             if good:
                 xs.append(n)
                 ys.append(max(r["queries_per_second"] for r in good))
@@ -178,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip-rate", type=float, default=0.02, help="bit-flip probability of replicated codes")
     parser.add_argument("--n-queries", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch, FAISS and numba threads (default 1: every method gets the same single core; "
-                             "on a loaded machine OpenMP's barriers slow multi-threaded FAISS far more than the rest)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch, FAISS and numba threads (default 1: every method gets the same single core; "
+        "on a loaded machine OpenMP's barriers slow multi-threaded FAISS far more than the rest)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed searches per method (median)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "data" / "bench" / "scale", help="encoded codes cache")
@@ -201,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     model, info = resolve_model(args.model)
     if info["lengths"][-1] != 128 or 16 not in info["lengths"]:
         raise SystemExit(f"--model {args.model}: needs a nested model with 16 and 128 bits, got {info['lengths']}")
-    args.n_database = args.n_base                                 # encode_data's settings
+    args.n_database = args.n_base  # encode_data's settings
     base, queries, rate = encode_data(args, model, info)
     rows = []
     for n in sizes:
@@ -211,32 +232,65 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()
     minutes = (time.perf_counter() - started) / 60
     cpu_minutes = (time.process_time() - cpu_started) / 60
-    verdicts = [f"{n:,}: {b['method']} {json.dumps(b['params'])} {b['speedup']}x exact flat at recall@100 "
-                f"{b['recall_at_100']:.4f}" for n, b in best.items()]
+    verdicts = [
+        f"{n:,}: {b['method']} {json.dumps(b['params'])} {b['speedup']}x exact flat at recall@100 "
+        f"{b['recall_at_100']:.4f}"
+        for n, b in best.items()
+    ]
     print("\n".join(verdicts))
     if args.no_report:
         return 0
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    record = {"rows": rows, "best": {str(n): b for n, b in best.items()}, "machine": host, "date": date,
-              "load_average": [round(v, 2) for v in load], "load_average_end": [round(v, 2) for v in load_end],
-              "n_base": args.n_base, "flip_rate": args.flip_rate, "n_queries": len(queries), "k": K,
-              "model": info["model_id"], "encode_images_per_second": round(rate, 1), "threads": args.threads,
-              "minutes": round(minutes, 1), "cpu_minutes": round(cpu_minutes, 1), "command": "python " + " ".join(sys.argv)}
+    record = {
+        "rows": rows,
+        "best": {str(n): b for n, b in best.items()},
+        "machine": host,
+        "date": date,
+        "load_average": [round(v, 2) for v in load],
+        "load_average_end": [round(v, 2) for v in load_end],
+        "n_base": args.n_base,
+        "flip_rate": args.flip_rate,
+        "n_queries": len(queries),
+        "k": K,
+        "model": info["model_id"],
+        "encode_images_per_second": round(rate, 1),
+        "threads": args.threads,
+        "minutes": round(minutes, 1),
+        "cpu_minutes": round(cpu_minutes, 1),
+        "command": "python " + " ".join(sys.argv),
+    }
     write_text(args.out / "search-scale.json", json.dumps(record, indent=2) + "\n")
     plot(rows, args.out / "search-scale.png")
     flat = {r["n"]: r["queries_per_second"] for r in rows if r["method"] == "flat"}
-    table = [[f"{r['n']:,}", r["method"], json.dumps(r["params"]).replace('"', ""), f"{r['build_seconds']:.1f}",
-              f"{r['index_mb']:.0f}", f"{r['queries_per_second']:,.0f}",
-              f"{r['queries_per_second'] / flat[r['n']]:.1f}x", f"{r['recall_at_100']:.4f}"] for r in rows]
-    notes = (f"Codes of `{info['model_id']}`: {args.n_base:,} augmented mnist5k images encoded ({rate:,.0f} images/s), "
-             f"replicated to each size with independent bit flips (p = {args.flip_rate}) on every copy after the "
-             f"first; {len(queries):,} held-out queries, k = {K}; {args.threads} threads. **Busy machine**: load "
-             f"average {', '.join(f'{v:.1f}' for v in load)} at the start, {', '.join(f'{v:.1f}' for v in load_end)} "
-             f"at the end (other engineers' jobs share the 2 cores); ratios within one size are the fair reading. "
-             f"Whole run {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU. Best at recall@100 >= {RECALL_TARGET}: " + "; ".join(verdicts) +
-             ". Plot: `reports/benchmarks/search-scale.png`.")
-    path = append_table("Search scale curve: flat vs hash vs funnel vs IVF at 100k / 1M / 10M codes (bench/search.py)",
-                        ["codes", "method", "params", "build s", "MB", "queries/s", "vs flat", "recall@100"],
-                        table, notes=notes, machine_info=host)
+    table = [
+        [
+            f"{r['n']:,}",
+            r["method"],
+            json.dumps(r["params"]).replace('"', ""),
+            f"{r['build_seconds']:.1f}",
+            f"{r['index_mb']:.0f}",
+            f"{r['queries_per_second']:,.0f}",
+            f"{r['queries_per_second'] / flat[r['n']]:.1f}x",
+            f"{r['recall_at_100']:.4f}",
+        ]
+        for r in rows
+    ]
+    notes = (
+        f"Codes of `{info['model_id']}`: {args.n_base:,} augmented mnist5k images encoded ({rate:,.0f} images/s), "
+        f"replicated to each size with independent bit flips (p = {args.flip_rate}) on every copy after the "
+        f"first; {len(queries):,} held-out queries, k = {K}; {args.threads} threads. **Busy machine**: load "
+        f"average {', '.join(f'{v:.1f}' for v in load)} at the start, {', '.join(f'{v:.1f}' for v in load_end)} "
+        f"at the end (other engineers' jobs share the 2 cores); ratios within one size are the fair reading. "
+        f"Whole run {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU. Best at recall@100 >= {RECALL_TARGET}: "
+        + "; ".join(verdicts)
+        + ". Plot: `reports/benchmarks/search-scale.png`."
+    )
+    path = append_table(
+        "Search scale curve: flat vs hash vs funnel vs IVF at 100k / 1M / 10M codes (bench/search.py)",
+        ["codes", "method", "params", "build s", "MB", "queries/s", "vs flat", "recall@100"],
+        table,
+        notes=notes,
+        machine_info=host,
+    )
     print(f"appended to {path}; wrote {args.out / 'search-scale.json'} and search-scale.png")
     return 0

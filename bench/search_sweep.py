@@ -40,27 +40,34 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import append_table, machine  # noqa: E402
+from _report import append_table, machine
 
-from nhl.atomic import write_text  # noqa: E402
-from nhl.codes import Codes, encode_batches, load_codes, save_codes  # noqa: E402
-from nhl.serving import resolve_model  # noqa: E402
-from nhl.index import FunnelIndex, HashIndex  # noqa: E402
+from nhl.atomic import write_text
+from nhl.codes import Codes, encode_batches, load_codes, save_codes
+from nhl.index import FunnelIndex, HashIndex
+from nhl.serving import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 100
 FLAT_LENGTHS = (16, 32, 64, 128)
 # (stages, pools): pools are the candidates kept after each stage but the last; the first
 # stage (a 16-bit bucket table) keeps whole Hamming shells of buckets until it has >= pools[0]
-FUNNELS = (((16, 32, 64, 128), (2000, 1000, 300)), ((16, 32, 64, 128), (10000, 3000, 1000)),
-           ((16, 32, 64, 128), (30000, 10000, 2000)),
-           ((16, 64, 128), (2000, 1000)), ((16, 64, 128), (5000, 2000)),
-           ((16, 128), (2000,)), ((16, 128), (5000,)), ((16, 128), (20000,)))
+FUNNELS = (
+    ((16, 32, 64, 128), (2000, 1000, 300)),
+    ((16, 32, 64, 128), (10000, 3000, 1000)),
+    ((16, 32, 64, 128), (30000, 10000, 2000)),
+    ((16, 64, 128), (2000, 1000)),
+    ((16, 64, 128), (5000, 2000)),
+    ((16, 128), (2000,)),
+    ((16, 128), (5000,)),
+    ((16, 128), (20000,)),
+)
 HASH_SETTINGS = ({"b": 16, "nflip": 0}, {"b": 16, "nflip": 1}, {"b": 16, "nflip": 2})
 MULTIHASH_SETTINGS = ({"nhash": 2, "b": 16, "nflip": 0},)
 
 
 # --------------------------------------------------------------------------- data
+
 
 def augment(images, generator):
     """Random affine (rotation, scale, shift) + Gaussian noise of a batch of [0, 1] images."""
@@ -71,7 +78,7 @@ def augment(images, generator):
     u = torch.rand(n, 5, generator=generator)
     angle = (u[:, 0] * 2 - 1) * math.radians(15)
     scale = 0.9 + 0.2 * u[:, 1]
-    shift = (u[:, 2:4] * 2 - 1) * (2 / (images.shape[-1] / 2))          # +-2 px in [-1, 1] units
+    shift = (u[:, 2:4] * 2 - 1) * (2 / (images.shape[-1] / 2))  # +-2 px in [-1, 1] units
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
@@ -93,8 +100,12 @@ def augmented_batches(pixels: np.ndarray, n: int, batch_size: int, seed: int, pr
         yield x.contiguous(memory_format=torch.channels_last)
         if progress and (b + 1) % step == 0:
             done, elapsed = start + len(rows), time.perf_counter() - start_time
-            print(f"  {progress}: {done:,}/{n:,} images, {done / elapsed:,.0f}/s, "
-                  f"eta {(n - done) * elapsed / done:,.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {progress}: {done:,}/{n:,} images, {done / elapsed:,.0f}/s, "
+                f"eta {(n - done) * elapsed / done:,.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def split_pixels(raw: Path, manifest: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -113,15 +124,22 @@ def encode_data(args, model, info) -> tuple[Codes, Codes, float]:
     """Database and query codes, from the cache when it matches; returns encode images/s too."""
     import torch
 
-    settings = {"n_database": args.n_database, "n_queries": args.n_queries, "seed": args.seed,
-                "model_sha256": info["sha256"], "augment": "rot15-scale0.1-shift2-noise0.05"}
+    settings = {
+        "n_database": args.n_database,
+        "n_queries": args.n_queries,
+        "seed": args.seed,
+        "model_sha256": info["sha256"],
+        "augment": "rot15-scale0.1-shift2-noise0.05",
+    }
     db_path = args.cache_dir / "search-database.npz"
     q_path = args.cache_dir / "search-queries.npz"
     if db_path.is_file() and q_path.is_file():
         db, queries = load_codes(db_path), load_codes(q_path)
         if db.model.get("bench") == settings and queries.model.get("bench") == settings:
-            print(f"codes from the cache {db_path} ({db.model['encode_images_per_second']:.0f} images/s "
-                  f"when encoded)", flush=True)
+            print(
+                f"codes from the cache {db_path} ({db.model['encode_images_per_second']:.0f} images/s when encoded)",
+                flush=True,
+            )
             return db, queries, db.model["encode_images_per_second"]
     pool, query_pixels = split_pixels(args.raw, args.manifest)
     model = model.to(memory_format=torch.channels_last)
@@ -134,7 +152,7 @@ def encode_data(args, model, info) -> tuple[Codes, Codes, float]:
     db = Codes(packed, np.arange(len(packed)), info["lengths"][-1], meta)
     originals = torch.from_numpy(query_pixels.astype(np.float32) / 255.0).unsqueeze(1)
     extra = args.n_queries - len(originals)
-    batches = [originals[:args.n_queries].contiguous(memory_format=torch.channels_last)]
+    batches = [originals[: args.n_queries].contiguous(memory_format=torch.channels_last)]
     if extra > 0:
         batches += list(augmented_batches(query_pixels, extra, args.batch_size, args.seed + 1))
     q_packed = encode_batches(model, batches)
@@ -146,9 +164,10 @@ def encode_data(args, model, info) -> tuple[Codes, Codes, float]:
 
 # --------------------------------------------------------------------------- measuring
 
+
 def hamming(q_packed: np.ndarray, db_packed: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """128-bit (full) distances between each query and its returned ids (-1 -> large)."""
-    rows = db_packed[np.clip(ids, 0, None)]                           # [Q, k, bytes]
+    rows = db_packed[np.clip(ids, 0, None)]  # [Q, k, bytes]
     xor = np.bitwise_xor(rows, q_packed[:, None, :])
     d = np.unpackbits(xor, axis=2).sum(axis=2).astype(np.int64)
     return np.where(ids >= 0, d, np.iinfo(np.int64).max)
@@ -178,6 +197,7 @@ def time_round_robin(searches: list[tuple], repeats: int) -> list[tuple[np.ndarr
 
 def faiss_mb(index: HashIndex) -> float:
     import faiss
+
     return len(faiss.serialize_index_binary(index._index)) / 1e6
 
 
@@ -190,10 +210,12 @@ def run_methods(args, db: Codes, queries: Codes) -> tuple[list[dict], str]:
     exact = HashIndex(db.bits, "flat").add(codes)
     exact_d, _ = exact.search(q_codes, K)
     kth = exact_d[:, K - 1].astype(np.int64)
-    ties = (f"exact 128-bit 100th distance per query: median {np.median(kth):.0f}, max {kth.max()}; "
-            f"{np.mean(kth == 0):.0%} of the queries have >= 100 database codes identical to theirs")
+    ties = (
+        f"exact 128-bit 100th distance per query: median {np.median(kth):.0f}, max {kth.max()}; "
+        f"{np.mean(kth == 0):.0%} of the queries have >= 100 database codes identical to theirs"
+    )
     print(ties, flush=True)
-    built = []                                                        # (method, bits, index, MB, params)
+    built = []  # (method, bits, index, MB, params)
     for bits in FLAT_LENGTHS:
         index = exact if bits == db.bits else HashIndex(bits, "flat").add(codes[:, :bits])
         built.append((f"flat-{bits}", bits, index, faiss_mb(index), None))
@@ -205,15 +227,22 @@ def run_methods(args, db: Codes, queries: Codes) -> tuple[list[dict], str]:
         built.append((kind, db.bits, index, faiss_mb(index), dict(settings)))
     timed = time_round_robin([(index, q_codes[:, :bits]) for _, bits, index, _, _ in built], args.repeats)
     rows = []
-    for (method, bits, _, mb, params), (ids, qps) in zip(built, timed):
-        row = {"method": method, "bits": bits, "queries_per_second": round(qps, 1),
-               "recall_at_100": round(recall_at_k(queries.packed, db.packed, ids, kth), 4),
-               "index_mb": round(mb, 2)}
+    for (method, bits, _, mb, params), (ids, qps) in zip(built, timed, strict=True):
+        row = {
+            "method": method,
+            "bits": bits,
+            "queries_per_second": round(qps, 1),
+            "recall_at_100": round(recall_at_k(queries.packed, db.packed, ids, kth), 4),
+            "index_mb": round(mb, 2),
+        }
         if params:
             row["params"] = params
         rows.append(row)
-        print(f"  {method:10s} {bits:4d} bits {json.dumps(params or {}):60s} {qps:9.1f} q/s  "
-              f"recall@100 {row['recall_at_100']:.4f}  {mb:7.1f} MB", flush=True)
+        print(
+            f"  {method:10s} {bits:4d} bits {json.dumps(params or {}):60s} {qps:9.1f} q/s  "
+            f"recall@100 {row['recall_at_100']:.4f}  {mb:7.1f} MB",
+            flush=True,
+        )
     return rows, ties
 
 
@@ -223,11 +252,14 @@ def bucket_summary(db: Codes, bits: int = 16) -> str:
     keys &= (1 << bits) - 1
     counts = np.sort(np.bincount(keys, minlength=1 << bits))[::-1]
     used = int(np.count_nonzero(counts))
-    return (f"{bits}-bit prefixes fill {used:,} of {1 << bits:,} buckets; the 10 largest hold "
-            f"{counts[:10].sum() / len(db):.1%} of the database (largest {counts[0]:,})")
+    return (
+        f"{bits}-bit prefixes fill {used:,} of {1 << bits:,} buckets; the 10 largest hold "
+        f"{counts[:10].sum() / len(db):.1%} of the database (largest {counts[0]:,})"
+    )
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -254,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
     host, load = machine(), os.getloadavg()
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     model, info = resolve_model(args.model)
     if info["lengths"][-1] != 128 or not set(FLAT_LENGTHS) <= set(info["lengths"]):
-        raise SystemExit(f"--model {args.model}: needs a nested model with lengths including {list(FLAT_LENGTHS)} "
-                         f"(the longest 128), got {info['lengths']}")
+        raise SystemExit(
+            f"--model {args.model}: needs a nested model with lengths including {list(FLAT_LENGTHS)} "
+            f"(the longest 128), got {info['lengths']}"
+        )
     db, queries, rate = encode_data(args, model, info)
     if args.encode_only:
         return 0
@@ -269,31 +303,58 @@ def main(argv: list[str] | None = None) -> int:
     flat = next(r for r in rows if r["method"] == "flat-128")
     good = [r for r in rows if r["method"] == "funnel" and r["recall_at_100"] >= 0.95]
     best = max(good, key=lambda r: r["queries_per_second"], default=None)
-    verdict = (f"best funnel at recall@100 >= 0.95: {best['queries_per_second'] / flat['queries_per_second']:.1f}x "
-               f"the q/s of exact 128-bit flat (stages {best['params']['stages']}, pools {best['params']['pools']})"
-               if best else
-               "no funnel setting reached recall@100 >= 0.95")
+    verdict = (
+        f"best funnel at recall@100 >= 0.95: {best['queries_per_second'] / flat['queries_per_second']:.1f}x "
+        f"the q/s of exact 128-bit flat (stages {best['params']['stages']}, pools {best['params']['pools']})"
+        if best
+        else "no funnel setting reached recall@100 >= 0.95"
+    )
     print(verdict)
-    record = {"rows": rows, "machine": host, "date": date, "load_average": [round(v, 2) for v in load],
-              "load_average_end": [round(v, 2) for v in load_end], "n_database": len(db),
-              "n_queries": len(queries), "k": K, "model": info["model_id"], "model_lengths": info["lengths"],
-              "encode_images_per_second": round(rate, 1), "threads": args.threads,
-              "command": "python " + " ".join(sys.argv)}
-    table_rows = [[r["method"], r["bits"], json.dumps(r.get("params", "")).replace('"', "") or "",
-                   f"{r['queries_per_second']:,.0f}", f"{r['recall_at_100']:.4f}", f"{r['index_mb']:.1f}"]
-                  for r in rows]
-    notes = (f"{len(db):,} database codes of `{info['model_id']}` (lengths {info['lengths']}) from augmented "
-             f"mnist5k images (encoded at {rate:,.0f} images/s), {len(queries):,} held-out queries, k = {K}. "
-             f"Threads: {args.threads} (torch, FAISS, numba). Load average {', '.join(f'{v:.1f}' for v in load)} "
-             f"at the start, {', '.join(f'{v:.1f}' for v in load_end)} at the end (other jobs share the cores). "
-             f"q/s: one batched search of all queries, median of {args.repeats} rounds that time every method in turn. recall@100 is tie-aware "
-             f"against exact 128-bit search (an item counts when its 128-bit distance is <= the exact 100th). "
-             f"{bucket_summary(db)}; {ties}. {verdict}.")
+    record = {
+        "rows": rows,
+        "machine": host,
+        "date": date,
+        "load_average": [round(v, 2) for v in load],
+        "load_average_end": [round(v, 2) for v in load_end],
+        "n_database": len(db),
+        "n_queries": len(queries),
+        "k": K,
+        "model": info["model_id"],
+        "model_lengths": info["lengths"],
+        "encode_images_per_second": round(rate, 1),
+        "threads": args.threads,
+        "command": "python " + " ".join(sys.argv),
+    }
+    table_rows = [
+        [
+            r["method"],
+            r["bits"],
+            json.dumps(r.get("params", "")).replace('"', "") or "",
+            f"{r['queries_per_second']:,.0f}",
+            f"{r['recall_at_100']:.4f}",
+            f"{r['index_mb']:.1f}",
+        ]
+        for r in rows
+    ]
+    notes = (
+        f"{len(db):,} database codes of `{info['model_id']}` (lengths {info['lengths']}) from augmented "
+        f"mnist5k images (encoded at {rate:,.0f} images/s), {len(queries):,} held-out queries, k = {K}. "
+        f"Threads: {args.threads} (torch, FAISS, numba). Load average {', '.join(f'{v:.1f}' for v in load)} "
+        f"at the start, {', '.join(f'{v:.1f}' for v in load_end)} at the end (other jobs share the cores). "
+        f"q/s: one batched search of all queries, median of {args.repeats} rounds that time every method in turn. "
+        "recall@100 is tie-aware "
+        f"against exact 128-bit search (an item counts when its 128-bit distance is <= the exact 100th). "
+        f"{bucket_summary(db)}; {ties}. {verdict}."
+    )
     if not args.no_report:
         write_text(args.json_out, json.dumps(record, indent=2) + "\n")
-        path = append_table("Search: exact flat vs nested funnel vs hash, 1M trained codes (bench/search.py)",
-                            ["method", "bits", "params", "queries/s", "recall@100", "index MB"],
-                            table_rows, notes=notes, machine_info=host)
+        path = append_table(
+            "Search: exact flat vs nested funnel vs hash, 1M trained codes (bench/search.py)",
+            ["method", "bits", "params", "queries/s", "recall@100", "index MB"],
+            table_rows,
+            notes=notes,
+            machine_info=host,
+        )
         print(f"appended to {path}; wrote {args.json_out}")
     return 0
 

@@ -40,8 +40,8 @@ def synthetic_codes(args, out: Path) -> int:
     from torch.utils.data import DataLoader
 
     from nhl.codes import Codes, encode_batches, save_codes
-    from nhl.serving import resolve_model
     from nhl.data.dataset import load_split
+    from nhl.serving import resolve_model
 
     model, info = resolve_model(args.model)
     dataset = load_split(args.manifest, "database", channels=model.spec.in_channels)
@@ -90,6 +90,7 @@ def load_phase(url: str, items: list[int], bits: int, clients: int, seconds: flo
                     server[c].append(got.json()["search_ms"])
                 else:
                     errors[c] += 1
+
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     begin = time.perf_counter()
     for t in threads:
@@ -99,10 +100,15 @@ def load_phase(url: str, items: list[int], bits: int, clients: int, seconds: flo
     wall = time.perf_counter() - begin
     all_lat = np.array([x for xs in lat for x in xs]) * 1000
     all_server = [x for xs in server for x in xs]
-    return {"bits": bits, "requests": int(all_lat.size), "requests_per_second": round(all_lat.size / wall, 1),
-            "p50_ms": round(float(np.percentile(all_lat, 50)), 2), "p99_ms": round(float(np.percentile(all_lat, 99)), 2),
-            "server_search_p50_ms": round(statistics.median(all_server), 3) if all_server else None,
-            "errors": int(sum(errors))}
+    return {
+        "bits": bits,
+        "requests": int(all_lat.size),
+        "requests_per_second": round(all_lat.size / wall, 1),
+        "p50_ms": round(float(np.percentile(all_lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(all_lat, 99)), 2),
+        "server_search_p50_ms": round(statistics.median(all_server), 3) if all_server else None,
+        "errors": int(sum(errors)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [int(b) for b in args.lengths.split(",")]
     host, load = machine(), os.getloadavg()
 
-    codes = args.cache_dir / f"db-{args.n_database}-{args.flip_rate}-{args.seed}-{Path(args.model).stat().st_mtime_ns}.npz"
+    codes = (
+        args.cache_dir / f"db-{args.n_database}-{args.flip_rate}-{args.seed}-{Path(args.model).stat().st_mtime_ns}.npz"
+    )
     if not codes.is_file():
         start = time.perf_counter()
         synthetic_codes(args, codes)
@@ -137,9 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen([sys.executable, "-m", "nhl.cli", "serve", "--model", args.model, "--manifest",
-                               str(args.manifest), "--codes", str(codes), "--port", str(port), "--poll", "0",
-                               "--cache-dir", str(args.cache_dir / "cache")], env=env, cwd=ROOT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nhl.cli",
+            "serve",
+            "--model",
+            args.model,
+            "--manifest",
+            str(args.manifest),
+            "--codes",
+            str(codes),
+            "--port",
+            str(port),
+            "--poll",
+            "0",
+            "--cache-dir",
+            str(args.cache_dir / "cache"),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -152,15 +179,21 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
         before = rss_mb(server.pid)
         items = requests.get(f"{url}/items", params={"limit": 100_000}, timeout=10).json()["ids"]
-        print(f"serving {health['database_size']:,} codes ({health['model']}), server RSS {before:.0f} MiB; "
-              f"{args.clients} clients, {args.duration / len(lengths):.0f} s per length", flush=True)
+        print(
+            f"serving {health['database_size']:,} codes ({health['model']}), server RSS {before:.0f} MiB; "
+            f"{args.clients} clients, {args.duration / len(lengths):.0f} s per length",
+            flush=True,
+        )
         rows = []
         for bits in lengths:
             row = load_phase(url, items, bits, args.clients, args.duration / len(lengths))
             rows.append(row)
-            print(f"  {bits:4d} bits: {row['requests_per_second']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "
-                  f"p99 {row['p99_ms']:7.2f} ms  server search p50 {row['server_search_p50_ms']} ms  "
-                  f"errors {row['errors']}", flush=True)
+            print(
+                f"  {bits:4d} bits: {row['requests_per_second']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "
+                f"p99 {row['p99_ms']:7.2f} ms  server search p50 {row['server_search_p50_ms']} ms  "
+                f"errors {row['errors']}",
+                flush=True,
+            )
         after = rss_mb(server.pid)
     finally:
         server.terminate()
@@ -169,22 +202,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server RSS {before:.0f} -> {after:.0f} MiB")
     if args.no_report:
         return 0
-    record = {"rows": rows, "rss_mb_before": round(before, 1), "rss_mb_after": round(after, 1),
-              "n_database": health["database_size"], "clients": args.clients, "duration_s": args.duration,
-              "model": health["model"], "machine": host, "load_average": [round(v, 2) for v in load],
-              "load_average_end": [round(v, 2) for v in load_end], "command": "python " + " ".join(sys.argv)}
+    record = {
+        "rows": rows,
+        "rss_mb_before": round(before, 1),
+        "rss_mb_after": round(after, 1),
+        "n_database": health["database_size"],
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "model": health["model"],
+        "machine": host,
+        "load_average": [round(v, 2) for v in load],
+        "load_average_end": [round(v, 2) for v in load_end],
+        "command": "python " + " ".join(sys.argv),
+    }
     write_text(args.out, json.dumps(record, indent=2) + "\n")
-    table = [[r["bits"], f"{r['requests_per_second']:,.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-              r["server_search_p50_ms"], r["errors"]] for r in rows]
-    notes = (f"`nhl serve --codes` on {health['database_size']:,} synthetic codes of `{health['model']}` (the "
-             f"database split encoded, replicated with bit flips p = {args.flip_rate}); {args.clients} client threads "
-             f"on loopback, `GET /search?item=&bits=&k=10` on query items, {args.duration / len(lengths):.0f} s per "
-             f"length; latencies measured by the clients. Server RSS {before:.0f} MiB before, {after:.0f} MiB after. "
-             f"**Busy machine**: load average {', '.join(f'{v:.1f}' for v in load)} at the start, "
-             f"{', '.join(f'{v:.1f}' for v in load_end)} at the end; clients and server share the same 2 cores.")
-    path = append_table(f"Serving: {args.clients} clients against `nhl serve` over {health['database_size']:,} codes "
-                        "(bench/serve.py)", ["bits", "requests/s", "p50 ms", "p99 ms", "server search p50 ms", "errors"],
-                        table, notes=notes, machine_info=host)
+    table = [
+        [
+            r["bits"],
+            f"{r['requests_per_second']:,.1f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            r["server_search_p50_ms"],
+            r["errors"],
+        ]
+        for r in rows
+    ]
+    notes = (
+        f"`nhl serve --codes` on {health['database_size']:,} synthetic codes of `{health['model']}` (the "
+        f"database split encoded, replicated with bit flips p = {args.flip_rate}); {args.clients} client threads "
+        f"on loopback, `GET /search?item=&bits=&k=10` on query items, {args.duration / len(lengths):.0f} s per "
+        f"length; latencies measured by the clients. Server RSS {before:.0f} MiB before, {after:.0f} MiB after. "
+        f"**Busy machine**: load average {', '.join(f'{v:.1f}' for v in load)} at the start, "
+        f"{', '.join(f'{v:.1f}' for v in load_end)} at the end; clients and server share the same 2 cores."
+    )
+    path = append_table(
+        f"Serving: {args.clients} clients against `nhl serve` over {health['database_size']:,} codes (bench/serve.py)",
+        ["bits", "requests/s", "p50 ms", "p99 ms", "server search p50 ms", "errors"],
+        table,
+        notes=notes,
+        machine_info=host,
+    )
     print(f"appended to {path}; wrote {args.out}")
     return 0
 

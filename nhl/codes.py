@@ -53,8 +53,10 @@ class Codes:
         width = -(-self.bits // 8)
         self.packed = np.asarray(self.packed)
         if self.packed.dtype != np.uint8 or self.packed.ndim != 2 or self.packed.shape[1] != width:
-            raise ValueError(f"packed: expected uint8 [N, {width}] for {self.bits}-bit codes, "
-                             f"got {self.packed.dtype} {tuple(self.packed.shape)}")
+            raise ValueError(
+                f"packed: expected uint8 [N, {width}] for {self.bits}-bit codes, "
+                f"got {self.packed.dtype} {tuple(self.packed.shape)}"
+            )
         n = self.packed.shape[0]
         self.ids = np.asarray(self.ids)
         if self.ids.shape != (n,) or not np.issubdtype(self.ids.dtype, np.integer):
@@ -67,12 +69,14 @@ class Codes:
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.ndim == 1 and labels.shape[0] == n and np.issubdtype(labels.dtype, np.integer):
-                self.labels = labels.astype(np.int64, copy=False)        # class ids (nhl.labels)
+                self.labels = labels.astype(np.int64, copy=False)  # class ids (nhl.labels)
             else:
                 self.labels = labels.astype(np.float32, copy=False)
                 if self.labels.ndim != 2 or self.labels.shape[0] != n:
-                    raise ValueError(f"labels: expected class ids [{n}] or a multi-hot matrix [{n}, C], "
-                                     f"got shape {tuple(self.labels.shape)}")
+                    raise ValueError(
+                        f"labels: expected class ids [{n}] or a multi-hot matrix [{n}, C], "
+                        f"got shape {tuple(self.labels.shape)}"
+                    )
         self.model = dict(self.model)
 
     def __len__(self) -> int:
@@ -92,8 +96,14 @@ class Codes:
         return (bits01.view(np.int8) * np.int8(2) - np.int8(1)).astype(np.int8, copy=False)
 
     @classmethod
-    def from_codes(cls, codes: Any, ids: Any | None = None, model: dict[str, Any] | None = None,
-                   names: Any | None = None, labels: Any | None = None) -> Codes:
+    def from_codes(
+        cls,
+        codes: Any,
+        ids: Any | None = None,
+        model: dict[str, Any] | None = None,
+        names: Any | None = None,
+        labels: Any | None = None,
+    ) -> Codes:
         """Pack ±1 codes `[N, bits]`; `ids` default to positions 0..N-1."""
         arr = check_codes(codes)
         ids = np.arange(arr.shape[0]) if ids is None else ids
@@ -103,8 +113,11 @@ class Codes:
 def save_codes(path: str | os.PathLike[str], codes: Codes) -> None:
     """Write `codes` to `path` (.npz) atomically."""
     arrays: dict[str, Any] = {
-        "format": np.array(CODES_FORMAT), "packed": codes.packed, "ids": codes.ids,
-        "bits": np.array(codes.bits), "model": np.array(json.dumps(codes.model, sort_keys=True)),
+        "format": np.array(CODES_FORMAT),
+        "packed": codes.packed,
+        "ids": codes.ids,
+        "bits": np.array(codes.bits),
+        "model": np.array(json.dumps(codes.model, sort_keys=True)),
     }
     if codes.names is not None:
         arrays["names"] = codes.names
@@ -132,13 +145,15 @@ def load_codes(path: str | os.PathLike[str]) -> Codes:
         raise ValueError(f"codes file {path}: missing field(s) {missing}")
     try:
         model = json.loads(str(arrays["model"]))
-        return Codes(arrays["packed"], arrays["ids"], int(arrays["bits"]), model,
-                     arrays.get("names"), arrays.get("labels"))
+        return Codes(
+            arrays["packed"], arrays["ids"], int(arrays["bits"]), model, arrays.get("names"), arrays.get("labels")
+        )
     except (ValueError, TypeError) as err:
         raise ValueError(f"codes file {path}: {err}") from None
 
 
 # --------------------------------------------------------------------------- models
+
 
 def resolve_model_path(spec: str | os.PathLike) -> Path:
     """The model file a `--model` value names (registry aliases are handled by `nhl.serving.resolve_model`)."""

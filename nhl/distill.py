@@ -7,7 +7,7 @@ compared. It acts on the real-valued head outputs, before sign or tanh.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,9 @@ def similarity_preserving_loss(student: torch.Tensor, teacher: torch.Tensor) -> 
     Widths may differ; batch sizes must match. The caller detaches the teacher.
     """
     if student.dim() < 2 or teacher.dim() < 2 or student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"student/teacher: expected [B, ...] with the same B, got "
-                         f"{list(student.shape)} and {list(teacher.shape)}")
+        raise ValueError(
+            f"student/teacher: expected [B, ...] with the same B, got {list(student.shape)} and {list(teacher.shape)}"
+        )
     s = student.reshape(student.shape[0], -1)
     t = teacher.reshape(teacher.shape[0], -1).to(s.dtype)
     g_s = F.normalize(s @ s.T, p=2, dim=1)

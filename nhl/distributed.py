@@ -16,8 +16,8 @@ up to BatchNorm statistics (computed per process) and float rounding.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,15 +42,16 @@ class DistContext:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device_type: str = "cpu") -> "DistContext":
+    def from_env(cls, device_type: str = "cpu") -> DistContext:
         """Join the process group torchrun describes in the environment (once per process)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(
+            rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
+        )
 
     def device(self, requested: torch.device) -> torch.device:
         """One GPU per process (by local rank) on CUDA; the CPU otherwise."""
@@ -114,7 +115,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def _global_batches(self) -> list[np.ndarray]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.num_items, generator=generator).numpy()
-        batches = [order[i:i + self.batch_size] for i in range(0, self.num_items, self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, self.num_items, self.batch_size)]
         if batches and len(batches[-1]) < 2 * self.world_size and len(batches) > 1:
             batches = batches[:-1]
         return batches
@@ -128,6 +129,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 # ---------------------------------------------------------------- one decision for all ranks
+
 
 def _group_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -18,8 +18,9 @@ from nhl.models.hasher import Hasher, encode_loader
 from nhl.timing import phase
 
 
-def encode_split(model: Hasher, dataset: Dataset, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_split(
+    model: Hasher, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes int8 {-1,+1} [N, max bits], labels float [N, C]) of a dataset, in eval mode."""
     model = model.to(device).eval()
     return encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
@@ -31,8 +32,9 @@ def _encode_compact(model: Hasher, dataset: Dataset, batch_size: int, device: st
     if compact is None:
         return encode_split(model, dataset, batch_size, device)
     model = model.to(device).eval()
-    codes, _ = encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device,
-                             keep_labels=False)
+    codes, _ = encode_loader(
+        model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device, keep_labels=False
+    )
     return codes, compact()
 
 
@@ -42,9 +44,15 @@ def _num_classes(dataset: Dataset) -> int:
     return int((labels if labels is not None else dataset.labels).shape[1])
 
 
-def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int | None = None,
-                   pr_lengths: tuple[int, ...] = (16, 64), batch_size: int = 256,
-                   device: str | torch.device = "cpu") -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+def evaluate_model(
+    model: Hasher,
+    query: Dataset,
+    database: Dataset,
+    topk: int | None = None,
+    pr_lengths: tuple[int, ...] = (16, 64),
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """Per-length metrics {"16": {"map", "p_at_100", "p_at_r2"}} and PR-curve rows for `pr_lengths`.
 
     PR rows are `{"bits", "radius", "precision", "recall"}` for each Hamming radius (hash
@@ -58,20 +66,23 @@ def evaluate_model(model: Hasher, query: Dataset, database: Dataset, topk: int |
     rows: list[dict[str, Any]] = []
     for k in (k for k in pr_lengths if k in lengths):
         curve = precision_recall_curve(q_codes[:, :k], q_labels, d_codes[:, :k], d_labels)
-        rows += [{"bits": k, "radius": int(r), "precision": float(p), "recall": float(c)}
-                 for r, p, c in zip(curve["radius"], curve["precision"], curve["recall"], strict=True)]
+        rows += [
+            {"bits": k, "radius": int(r), "precision": float(p), "recall": float(c)}
+            for r, p, c in zip(curve["radius"], curve["precision"], curve["recall"], strict=True)
+        ]
     return bits, rows
 
 
-def metrics_record(model_id: str, extra: dict[str, Any], bits: dict[str, dict[str, float]],
-                   topk: int | None) -> dict[str, Any]:
+def metrics_record(
+    model_id: str, extra: dict[str, Any], bits: dict[str, dict[str, float]], topk: int | None
+) -> dict[str, Any]:
     """The `metrics/<model_id>.json` content (architecture.md), from a model file's metadata."""
     config = extra.get("config", {})
     return {
         "model_id": model_id,
         "loss": config.get("loss"),
         "mode": extra.get("mode"),
-        "variant": model_id[len(str(config.get("loss"))) + 1:] if config.get("loss") else None,
+        "variant": model_id[len(str(config.get("loss"))) + 1 :] if config.get("loss") else None,
         "lengths": list(config.get("lengths", [])),
         "topk": topk,
         "bits": bits,
@@ -86,10 +97,15 @@ def metrics_record(model_id: str, extra: dict[str, Any], bits: dict[str, dict[st
     }
 
 
-def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, topk: int | None = None,
-                  pr_lengths: tuple[int, ...] = (16, 64), device: str = "cpu",
-                  source: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def evaluate_file(
+    model_path: str | os.PathLike,
+    manifest: str | os.PathLike,
+    topk: int | None = None,
+    pr_lengths: tuple[int, ...] = (16, 64),
+    device: str = "cpu",
+    source: str | os.PathLike | None = None,
+    features: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Load a model file, score it on the manifest's query vs database splits.
 
     A model trained with a frozen backbone is scored on the cached `features` (the features
@@ -104,8 +120,11 @@ def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, to
         if features is not None and config.get("freeze_backbone"):
             from nhl.features import load_features
 
-            expect = {"backbone": model.spec.backbone, "backbone_params": dict(model.spec.backbone_kwargs),
-                      "input_size": model.spec.input_size}
+            expect = {
+                "backbone": model.spec.backbone,
+                "backbone_params": dict(model.spec.backbone_kwargs),
+                "input_size": model.spec.input_size,
+            }
             query = load_features(features, manifest, "query", expect)
             database = load_features(features, manifest, "database", expect)
         else:
@@ -114,8 +133,10 @@ def evaluate_file(model_path: str | os.PathLike, manifest: str | os.PathLike, to
     if _num_classes(query) != _num_classes(database):
         raise ValueError(f"manifest {manifest}: query and database have different label widths")
     if getattr(query, "in_channels", None) is None and query[0][0].shape[0] != model.spec.in_channels:
-        raise ValueError(f"model file {model_path}: expects {model.spec.in_channels}-channel images, "
-                         f"the manifest's images have {query[0][0].shape[0]}")
+        raise ValueError(
+            f"model file {model_path}: expects {model.spec.in_channels}-channel images, "
+            f"the manifest's images have {query[0][0].shape[0]}"
+        )
     with phase("compute"):
         bits, rows = evaluate_model(model, query, database, topk=topk, pr_lengths=pr_lengths, device=device)
     model_id = extra.get("model_id") or os.path.splitext(os.path.basename(model_path))[0]

@@ -18,7 +18,6 @@ from nhl.timing import phase
 from nhl.training import TrainConfig, TrainResult, train_model
 from nhl.variants import parse_variant
 
-
 # Training settings a loss may set for itself (`losses.<name>.train`): they change how long and how
 # fast a model learns, never what is compared (lengths, backbone, data, seed, centres, A/D settings).
 LOSS_TRAIN_KEYS = ("lr", "epochs", "patience", "weight_decay", "batch_size")
@@ -37,17 +36,21 @@ def split_loss_settings(loss: str, settings: dict[str, Any] | None) -> tuple[dic
     if overrides is None:
         return settings, {}
     if not isinstance(overrides, dict):
-        raise ValueError(f"losses.{loss}.train: expected a mapping of training settings "
-                         f"({', '.join(LOSS_TRAIN_KEYS)}), got {overrides!r}")
+        raise ValueError(
+            f"losses.{loss}.train: expected a mapping of training settings "
+            f"({', '.join(LOSS_TRAIN_KEYS)}), got {overrides!r}"
+        )
     for key in overrides:
         if key not in LOSS_TRAIN_KEYS:
-            raise ValueError(f"losses.{loss}.train.{key}: not a per-loss setting; expected some of "
-                             f"{', '.join(LOSS_TRAIN_KEYS)}")
+            raise ValueError(
+                f"losses.{loss}.train.{key}: not a per-loss setting; expected some of {', '.join(LOSS_TRAIN_KEYS)}"
+            )
     return settings, dict(overrides)
 
 
-def build_train_config(section: dict[str, Any], loss: str, variant: str,
-                       loss_params: dict[str, Any] | None = None) -> TrainConfig:
+def build_train_config(
+    section: dict[str, Any], loss: str, variant: str, loss_params: dict[str, Any] | None = None
+) -> TrainConfig:
     """A `TrainConfig` from the shared settings (`section`), a loss name and a variant name.
 
     `section["lengths"]` lists the nested lengths; the variant picks one of them (baseline) or
@@ -69,13 +72,18 @@ def build_train_config(section: dict[str, Any], loss: str, variant: str,
         raise ValueError("train.lengths: missing; expected the list of nested code lengths, e.g. [8, 16, 32, 64, 128]")
     try:
         chosen = parse_variant(variant, values["lengths"])
-    except ValueError as err:       # name the params key: "train.lengths: ..."
+    except ValueError as err:  # name the params key: "train.lengths: ..."
         raise ValueError(f"train.{err}" if str(err).startswith("lengths:") else str(err)) from None
     for key in ("loss", "adaptive", "distill", "loss_params"):
         if key in values:
             raise ValueError(f"train.{key}: set per model (loss/variant arguments, losses section), not in train")
-    values.update(loss=loss, lengths=list(chosen.lengths), adaptive=chosen.adaptive, distill=chosen.distill,
-                  loss_params=dict(loss_params or {}))
+    values.update(
+        loss=loss,
+        lengths=list(chosen.lengths),
+        adaptive=chosen.adaptive,
+        distill=chosen.distill,
+        loss_params=dict(loss_params or {}),
+    )
     return TrainConfig.from_mapping(values)
 
 
@@ -92,11 +100,19 @@ def check_output_dir(directory: str | os.PathLike, what: str = "output directory
         raise ValueError(f"{what} {directory}: {existing} is not writable")
 
 
-def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_path: str | os.PathLike,
-                        model_id: str, workdir: str | os.PathLike | None = None, resume: bool = False,
-                        progress: bool = True, source: str | os.PathLike | None = None,
-                        track: bool = True, tags: dict[str, str] | None = None,
-                        features: str | os.PathLike | None = None) -> TrainResult:
+def train_from_manifest(
+    config: TrainConfig,
+    manifest: str | os.PathLike,
+    model_path: str | os.PathLike,
+    model_id: str,
+    workdir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    source: str | os.PathLike | None = None,
+    track: bool = True,
+    tags: dict[str, str] | None = None,
+    features: str | os.PathLike | None = None,
+) -> TrainResult:
     """Train on the manifest's `train` split, select on `val` (database: `train`), save the model.
 
     Under `torchrun` every process trains its share of each global batch; only rank 0 writes the
@@ -109,17 +125,20 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
     the cached features instead of images.
     """
     model_path = Path(model_path)
-    is_main = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and tracks
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and tracks
     workdir = Path(workdir) if workdir is not None else model_path.parent / "checkpoints" / model_id
     if is_main:
         check_output_dir(model_path.parent, "model directory")
         check_output_dir(workdir, "checkpoint directory")
     with phase("data"):
-        if config.freeze_backbone and features is not None:   # the head alone, on the features stage's cache
+        if config.freeze_backbone and features is not None:  # the head alone, on the features stage's cache
             from nhl.features import load_features
 
-            expect = {"backbone": config.backbone, "backbone_params": dict(config.backbone_params),
-                      "input_size": config.input_size}
+            expect = {
+                "backbone": config.backbone,
+                "backbone_params": dict(config.backbone_params),
+                "input_size": config.input_size,
+            }
             train_set = load_features(features, manifest, "train", expect)
             val_set = load_features(features, manifest, "val", expect)
         else:
@@ -131,16 +150,22 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
 
     from nhl.tracking import ModelRun  # MLflow is imported only when a model is trained
 
-    params: dict[str, Any] = {"model_id": model_id, "mode": config.mode, "num_train": len(train_set),
-                              "num_val": len(val_set), **asdict(config)}
+    params: dict[str, Any] = {
+        "model_id": model_id,
+        "mode": config.mode,
+        "num_train": len(train_set),
+        "num_val": len(val_set),
+        **asdict(config),
+    }
     meta = _manifest_meta(manifest)
     params.update({f"data.{key}": meta.get(key) for key in ("dataset", "protocol", "seed", "content_hash")})
     run = ModelRun(model_id, params=params, tags=tags or {}, enabled=track and is_main)
-    with phase("tracking"), run:      # what is not inside an inner phase here is MLflow's
+    with phase("tracking"), run:  # what is not inside an inner phase here is MLflow's
         run.log_datasets(meta, manifest, ("train", "val"))
         with phase("compute"):
-            result = train_model(config, train_set, val_set, train_set, workdir, resume=resume,
-                                 progress=progress, on_epoch=run.log_epoch)
+            result = train_model(
+                config, train_set, val_set, train_set, workdir, resume=resume, progress=progress, on_epoch=run.log_epoch
+            )
         extra = {
             "model_id": model_id,
             "config": asdict(config),
@@ -159,9 +184,15 @@ def train_from_manifest(config: TrainConfig, manifest: str | os.PathLike, model_
             return result
         with phase("outputs"):
             save_hasher(result.model, model_path, extra=extra)
-        run.log_metrics({"train_seconds": result.train_seconds, "peak_memory_mb": result.peak_memory_mb,
-                         "best_epoch": result.best_epoch, "best_val_map_mean": result.best_score})
-        run.log_model(model_path)      # the exact file written above, loaded back with `load_hasher`
+        run.log_metrics(
+            {
+                "train_seconds": result.train_seconds,
+                "peak_memory_mb": result.peak_memory_mb,
+                "best_epoch": result.best_epoch,
+                "best_val_map_mean": result.best_score,
+            }
+        )
+        run.log_model(model_path)  # the exact file written above, loaded back with `load_hasher`
     shutil.rmtree(workdir, ignore_errors=True)
     return result
 

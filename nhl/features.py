@@ -41,7 +41,7 @@ class FeatureSet(Dataset):
             raise ValueError(f"features: {len(features)} rows for {len(labels)} labelled items")
         self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         self.labels = labels
-        self.in_channels = in_channels   # of the images the features came from (the model's input)
+        self.in_channels = in_channels  # of the images the features came from (the model's input)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -62,11 +62,24 @@ def weights_id(pretrained: bool | str, seed: int) -> str:
     return f"file:sha256:{file_digest(pretrained)}"
 
 
-def feature_key(backbone: str, backbone_params: dict, pretrained: bool | str, input_size: int | None,
-                in_channels: int, content_hash: str, seed: int = 0) -> dict[str, Any]:
+def feature_key(
+    backbone: str,
+    backbone_params: dict,
+    pretrained: bool | str,
+    input_size: int | None,
+    in_channels: int,
+    content_hash: str,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The fields that fix the features, plus `key`, a short hash of them."""
-    fields = {"backbone": backbone, "backbone_params": dict(backbone_params), "weights": weights_id(pretrained, seed),
-              "input_size": input_size, "in_channels": in_channels, "content_hash": content_hash}
+    fields = {
+        "backbone": backbone,
+        "backbone_params": dict(backbone_params),
+        "weights": weights_id(pretrained, seed),
+        "input_size": input_size,
+        "in_channels": in_channels,
+        "content_hash": content_hash,
+    }
     text = json.dumps(fields, sort_keys=True)
     return {**fields, "key": hashlib.sha256(text.encode()).hexdigest()[:20]}
 
@@ -75,14 +88,25 @@ def feature_key(backbone: str, backbone_params: dict, pretrained: bool | str, in
 def extract_features(model, dataset: Dataset, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """Pooled backbone features `[N, d]` of a dataset of images, the backbone in eval mode."""
     model = model.to(device).eval()
-    out = [model.features(images.to(device)).cpu().numpy() for images, *_ in
-           DataLoader(dataset, batch_size=batch_size, shuffle=False)]
+    out = [
+        model.features(images.to(device)).cpu().numpy()
+        for images, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.backbone.feature_dim), np.float32)
 
 
-def build_features(manifest: str | os.PathLike, out: str | os.PathLike, backbone: str, backbone_params: dict,
-                   pretrained: bool | str, input_size: int | None, seed: int = 0, batch_size: int = 64,
-                   cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> dict[str, Any]:
+def build_features(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    backbone: str,
+    backbone_params: dict,
+    pretrained: bool | str,
+    input_size: int | None,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Write `<split>.npy` for every split and `features.json` into `out` (replaced atomically).
 
     With `cache_dir`, features are first looked up in `<cache_dir>/<key>/` and stored there after
@@ -106,15 +130,22 @@ def build_features(manifest: str | os.PathLike, out: str | os.PathLike, backbone
                 shutil.copyfile(cached / f"{split}.npy", tmp / f"{split}.npy")
             dim = int(np.load(tmp / "train.npy", mmap_mode="r").shape[1])
         else:
-            seed_everything(seed)   # the Trainer's own initialisation: the same backbone weights
-            model = Hasher(HasherSpec(backbone, in_channels, (8,), dict(backbone_params), input_size),
-                           pretrained=pretrained)
+            seed_everything(seed)  # the Trainer's own initialisation: the same backbone weights
+            model = Hasher(
+                HasherSpec(backbone, in_channels, (8,), dict(backbone_params), input_size), pretrained=pretrained
+            )
             dim = model.backbone.feature_dim
             frame, _ = read_manifest(manifest)
             unique = frame.drop_duplicates("item_id").reset_index(drop=True)
-            everything = ManifestDataset(unique, probe.labels.shape[1], images=probe.images, root=probe.root,
-                                         channels=probe.channels, size=probe.size)
-            computed = extract_features(model, everything, batch_size, device)   # an item in two splits: once
+            everything = ManifestDataset(
+                unique,
+                probe.labels.shape[1],
+                images=probe.images,
+                root=probe.root,
+                channels=probe.channels,
+                size=probe.size,
+            )
+            computed = extract_features(model, everything, batch_size, device)  # an item in two splits: once
             row = {item: n for n, item in enumerate(unique["item_id"])}
             for split in SPLITS:
                 ids = frame.loc[frame["split"] == split, "item_id"]
@@ -135,8 +166,9 @@ def write_disabled(out: str | os.PathLike) -> None:
         (tmp / META_NAME).write_text(json.dumps({"format": FORMAT, "enabled": False}) + "\n")
 
 
-def load_features(features: str | os.PathLike, manifest: str | os.PathLike, split: str,
-                  expect: dict[str, Any]) -> FeatureSet:
+def load_features(
+    features: str | os.PathLike, manifest: str | os.PathLike, split: str, expect: dict[str, Any]
+) -> FeatureSet:
     """The cached features of `split`, checked against `expect` (backbone, backbone_params,
     input_size, and the manifest's content hash): a stale cache is a one-line error."""
     from nhl.data.dataset import load_split
@@ -151,7 +183,9 @@ def load_features(features: str | os.PathLike, manifest: str | os.PathLike, spli
     expect = {**expect, "content_hash": meta["content_hash"]}
     stale = sorted(k for k, v in expect.items() if record.get(k) != v)
     if stale:
-        raise ValueError(f"feature cache {features} was computed for other settings ({', '.join(stale)} differ); "
-                         f"rerun the features stage")
+        raise ValueError(
+            f"feature cache {features} was computed for other settings ({', '.join(stale)} differ); "
+            f"rerun the features stage"
+        )
     labels = load_split(manifest, split).labels
     return FeatureSet(np.load(Path(features) / f"{split}.npy"), labels, int(record["in_channels"]))

@@ -68,8 +68,9 @@ class Hierarchy:
                 if node in classes:
                     raise ValueError(f"{where}: class {node!r} is also an ancestor of {cls!r}; classes must be leaves")
                 if parent.setdefault(node, up) != up:
-                    raise ValueError(f"{where}: node {node!r} has two parents ({parent[node]!r} and {up!r}); "
-                                     "expected a tree")
+                    raise ValueError(
+                        f"{where}: node {node!r} has two parents ({parent[node]!r} and {up!r}); expected a tree"
+                    )
 
     @property
     def num_classes(self) -> int:
@@ -106,8 +107,9 @@ def flat_hierarchy(num_classes: int) -> Hierarchy:
     """Every class directly under the root: distance 1 between any two different classes."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
         raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    return Hierarchy("flat", tuple(str(i) for i in range(num_classes)), ((),) * num_classes,
-                     "all classes equally dissimilar")
+    return Hierarchy(
+        "flat", tuple(str(i) for i in range(num_classes)), ((),) * num_classes, "all classes equally dissimilar"
+    )
 
 
 def shipped_hierarchies() -> list[str]:
@@ -133,10 +135,12 @@ def hierarchy_from_mapping(data: Any, where: str = "hierarchy") -> Hierarchy:
             raise ValueError(f"{where}: class {cls!r}: expected a list of ancestor names, got {chain!r}")
         classes.append(str(cls))
         chains.append(tuple(str(n) for n in chain))
-    return Hierarchy(str(data.get("name", where)), tuple(classes), tuple(chains), str(data.get("description", "")).strip())
+    return Hierarchy(
+        str(data.get("name", where)), tuple(classes), tuple(chains), str(data.get("description", "")).strip()
+    )
 
 
-def load_hierarchy(source: "Hierarchy | str | os.PathLike[str]") -> Hierarchy:
+def load_hierarchy(source: Hierarchy | str | os.PathLike[str]) -> Hierarchy:
     """A `Hierarchy` as-is, the name of a shipped hierarchy (e.g. "cifar100"), or a YAML file path."""
     import yaml
 
@@ -151,8 +155,10 @@ def load_hierarchy(source: "Hierarchy | str | os.PathLike[str]") -> Hierarchy:
     else:
         path = Path(text_source)
         if not path.is_file():
-            raise FileNotFoundError(f"hierarchy {text_source!r}: no such file, and not a shipped hierarchy "
-                                    f"(shipped: {', '.join(shipped_hierarchies())})")
+            raise FileNotFoundError(
+                f"hierarchy {text_source!r}: no such file, and not a shipped hierarchy "
+                f"(shipped: {', '.join(shipped_hierarchies())})"
+            )
         text, where = path.read_text(encoding="utf-8"), f"hierarchy file {path}"
     try:
         data = yaml.safe_load(text)
@@ -161,12 +167,13 @@ def load_hierarchy(source: "Hierarchy | str | os.PathLike[str]") -> Hierarchy:
     return hierarchy_from_mapping(data, where)
 
 
-def resolve_hierarchy(source: "Hierarchy | str | os.PathLike[str] | None", num_classes: int) -> Hierarchy:
+def resolve_hierarchy(source: Hierarchy | str | os.PathLike[str] | None, num_classes: int) -> Hierarchy:
     """`load_hierarchy(source)` checked to have `num_classes` classes; None gives the flat hierarchy."""
     hierarchy = flat_hierarchy(num_classes) if source is None else load_hierarchy(source)
     if hierarchy.num_classes != num_classes:
-        raise ValueError(f"hierarchy {hierarchy.name!r}: has {hierarchy.num_classes} classes, "
-                         f"expected {num_classes} (the dataset's)")
+        raise ValueError(
+            f"hierarchy {hierarchy.name!r}: has {hierarchy.num_classes} classes, expected {num_classes} (the dataset's)"
+        )
     return hierarchy
 
 
@@ -177,8 +184,10 @@ def class_similarity(source: Any, num_classes: int) -> np.ndarray:
         return resolve_hierarchy(source, num_classes).similarity()
     sim = np.asarray(source.detach().cpu().numpy() if hasattr(source, "detach") else source, dtype=np.float64)
     if sim.shape != (num_classes, num_classes):
-        raise ValueError(f"class similarity: expected a hierarchy or a [{num_classes}, {num_classes}] "
-                         f"similarity matrix, got shape {sim.shape}")
+        raise ValueError(
+            f"class similarity: expected a hierarchy or a [{num_classes}, {num_classes}] "
+            f"similarity matrix, got shape {sim.shape}"
+        )
     if not np.all(np.isfinite(sim)) or sim.min() < 0 or sim.max() > 1 or not np.allclose(sim, sim.T):
         raise ValueError("class similarity: expected a symmetric similarity matrix with values in [0, 1]")
     return sim
@@ -197,12 +206,19 @@ def item_similarity(query_labels: np.ndarray, db_labels: np.ndarray, class_sim: 
     for b in range(db.shape[1]):
         rows = np.flatnonzero(db[:, b])
         if rows.size:
-            out[:, rows] = np.maximum(out[:, rows], per_class[:, b:b + 1])
+            out[:, rows] = np.maximum(out[:, rows], per_class[:, b : b + 1])
     return out
 
 
-def hierarchical_precision_curves(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                                  hierarchy: Any, topk: int | None = 250, chunk: int = 64) -> np.ndarray:
+def hierarchical_precision_curves(
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    hierarchy: Any,
+    topk: int | None = 250,
+    chunk: int = 64,
+) -> np.ndarray:
     """`[Q, K]` hP@k for k = 1..K per query (K = min(topk, database size); None: the whole database).
 
     `hierarchy`: a `Hierarchy`, a shipped name, a YAML path, or a `[C, C]` class-similarity matrix.
@@ -211,13 +227,17 @@ def hierarchical_precision_curves(query_codes: Any, query_labels: Any, db_codes:
     check_inputs(query_codes, query_labels, db_codes, db_labels)
     from nhl.labels import label_form, to_dense
 
-    width = max(int(x.max()) + 1 if label_form(x) == "ids" else int(x.shape[1])   # compact forms: densified
-                for x in (query_labels, db_labels))
+    width = max(
+        int(x.max()) + 1 if label_form(x) == "ids" else int(x.shape[1])  # compact forms: densified
+        for x in (query_labels, db_labels)
+    )
     if isinstance(hierarchy, Hierarchy) and all(label_form(x) == "ids" for x in (query_labels, db_labels)):
         width = max(width, hierarchy.num_classes)
     ql, dl = (to_dense(x, width).astype(np.float64) for x in (query_labels, db_labels))
-    qc, dc = (np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-              for x in (query_codes, db_codes))
+    qc, dc = (
+        np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+        for x in (query_codes, db_codes)
+    )
     class_sim = class_similarity(hierarchy, ql.shape[1])
     n = dc.shape[0]
     if n == 0:
@@ -229,21 +249,28 @@ def hierarchical_precision_curves(query_codes: Any, query_labels: Any, db_codes:
     order_key = np.arange(n, dtype=np.int64)
     curves = np.zeros((qc.shape[0], k))
     for start in range(0, qc.shape[0], chunk):
-        q_codes, q_labels = qc[start:start + chunk], ql[start:start + chunk]
+        q_codes, q_labels = qc[start : start + chunk], ql[start : start + chunk]
         dist = np.rint((bits - q_codes @ dc.T) / 2).astype(np.int64)
-        key = dist * n + order_key[None, :]                     # unique: distance, then database order
+        key = dist * n + order_key[None, :]  # unique: distance, then database order
         top = np.argpartition(key, k - 1, axis=1)[:, :k] if k < n else np.tile(order_key, (len(key), 1))
         top = np.take_along_axis(top, np.argsort(np.take_along_axis(key, top, axis=1), axis=1), axis=1)
         sim = item_similarity(q_labels, dl, class_sim)
         gained = np.cumsum(np.take_along_axis(sim, top, axis=1), axis=1)
         largest = -np.partition(-sim, k - 1, axis=1)[:, :k] if k < n else sim
         best = np.cumsum(-np.sort(-largest, axis=1), axis=1)  # the ideal ranking's running sum
-        curves[start:start + chunk] = np.where(best > 0, gained / np.where(best > 0, best, 1.0), 0.0)
+        curves[start : start + chunk] = np.where(best > 0, gained / np.where(best > 0, best, 1.0), 0.0)
     return curves
 
 
-def mean_average_hierarchical_precision(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                                        hierarchy: Any, topk: int | None = 250, trapezoid: bool = False) -> float:
+def mean_average_hierarchical_precision(
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    hierarchy: Any,
+    topk: int | None = 250,
+    trapezoid: bool = False,
+) -> float:
     """mAHP@topk: the mean over queries of AHP@K = (1/K) sum_{k<=K} hP@k (see the module docstring).
 
     Inputs as `nhl.metrics.mean_average_precision` (+-1 codes, multi-hot labels, numpy or torch);

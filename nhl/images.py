@@ -26,7 +26,7 @@ import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 _MODES = {1: "L", 3: "RGB"}
-DEFAULT_MAX_PIXELS = 100_000_000   # 10,000 x 10,000; a photo of 50 megapixels still passes
+DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000; a photo of 50 megapixels still passes
 MAX_PIXELS_ENV = "NHL_MAX_IMAGE_PIXELS"
 _LOCK = threading.Lock()
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -58,11 +58,11 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = None):
 
     limit = pixel_limit(max_pixels)
     try:
-        with _LOCK, warnings.catch_warnings():   # PIL's own bomb check steps aside for ours, below
+        with _LOCK, warnings.catch_warnings():  # PIL's own bomb check steps aside for ours, below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                image = Image.open(path)   # reads the header only
+                image = Image.open(path)  # reads the header only
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except OSError as err:
@@ -70,8 +70,10 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = None):
     with image:
         width, height = image.size
         if width * height > limit:
-            raise ValueError(f"image {path}: declared size {width}x{height} = {width * height:,} pixels is over "
-                             f"the limit of {limit:,} (set {MAX_PIXELS_ENV} to allow it)")
+            raise ValueError(
+                f"image {path}: declared size {width}x{height} = {width * height:,} pixels is over "
+                f"the limit of {limit:,} (set {MAX_PIXELS_ENV} to allow it)"
+            )
         yield image
 
 
@@ -143,12 +145,14 @@ def read_image(path: str | os.PathLike, channels: int, size: int | None = None) 
 
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """`[C, H, W]` -> `[C, size, size]`, bilinear (align_corners=False) as `Hasher.prepare` resizes."""
-    return torch.nn.functional.interpolate(image.unsqueeze(0), size=(size, size), mode="bilinear",
-                                           align_corners=False).squeeze(0)
+    return torch.nn.functional.interpolate(
+        image.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False
+    ).squeeze(0)
 
 
-def iter_image_batches(paths: Sequence[str | os.PathLike], channels: int, size: int | None = None,
-                       batch_size: int = 256) -> Iterator[torch.Tensor]:
+def iter_image_batches(
+    paths: Sequence[str | os.PathLike], channels: int, size: int | None = None, batch_size: int = 256
+) -> Iterator[torch.Tensor]:
     """Batches `[B, channels, H, W]` of the images in `paths`, in order.
 
     Without `size` every image must have the first image's size (a one-line error names the
@@ -165,8 +169,10 @@ def iter_image_batches(paths: Sequence[str | os.PathLike], channels: int, size: 
         shape = tuple(tensor.shape[-2:])
         first = first or shape
         if shape != first:
-            raise ValueError(f"image {path}: size {shape[1]}x{shape[0]} differs from the first image's "
-                             f"{first[1]}x{first[0]}; resize them to one side (--size)")
+            raise ValueError(
+                f"image {path}: size {shape[1]}x{shape[0]} differs from the first image's "
+                f"{first[1]}x{first[0]}; resize them to one side (--size)"
+            )
         batch.append(tensor)
         if len(batch) == batch_size:
             yield torch.stack(batch)
@@ -175,8 +181,9 @@ def iter_image_batches(paths: Sequence[str | os.PathLike], channels: int, size: 
         yield torch.stack(batch)
 
 
-def load_images(paths: str | os.PathLike | Sequence[str | os.PathLike], channels: int,
-                size: int | None = None) -> torch.Tensor:
+def load_images(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], channels: int, size: int | None = None
+) -> torch.Tensor:
     """Every image named by `paths` (files and/or folders) as one tensor `[N, channels, H, W]`."""
     files = list_images(paths)
     return torch.cat(list(iter_image_batches(files, channels, size, batch_size=max(len(files), 1))))

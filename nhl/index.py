@@ -28,11 +28,12 @@ from numba.extending import intrinsic
 from nhl.atomic import write_bytes
 
 MISSING_DISTANCE = int(np.iinfo(np.int32).max)
-MAX_BUCKET_BITS = 24          # the funnel's prefix -> ids table has 2**bits entries
-_PACK_CHUNK = 1 << 16         # rows packed at a time (bounds temporary memory)
+MAX_BUCKET_BITS = 24  # the funnel's prefix -> ids table has 2**bits entries
+_PACK_CHUNK = 1 << 16  # rows packed at a time (bounds temporary memory)
 
 
 # --------------------------------------------------------------------------- packing
+
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:
     """A numpy view of a numpy array or a (possibly CUDA) torch tensor."""
@@ -66,9 +67,9 @@ def pack_bits(mask: np.ndarray, word_bytes: int = 1) -> np.ndarray:
     nbytes = -(-width // (8 * word_bytes)) * word_bytes
     out = np.zeros((n, nbytes), dtype=np.uint8)
     for start in range(0, n, _PACK_CHUNK):
-        bits = np.asarray(mask[start:start + _PACK_CHUNK]) > 0
+        bits = np.asarray(mask[start : start + _PACK_CHUNK]) > 0
         block = np.packbits(bits, axis=1, bitorder="little")
-        out[start:start + block.shape[0], :block.shape[1]] = block
+        out[start : start + block.shape[0], : block.shape[1]] = block
     if word_bytes == 1:
         return out
     return np.ascontiguousarray(out.view(f"<u{word_bytes}").astype(f"u{word_bytes}", copy=False))
@@ -91,8 +92,8 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     packed = _as_numpy(packed, "packed")
     if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != -(-bits // 8):
         raise ValueError(
-            f"packed: expected uint8 [N, {-(-bits // 8)}] for {bits} bits, "
-            f"got {packed.dtype} {tuple(packed.shape)}")
+            f"packed: expected uint8 [N, {-(-bits // 8)}] for {bits} bits, got {packed.dtype} {tuple(packed.shape)}"
+        )
     unpacked = np.unpackbits(packed, axis=1, count=bits, bitorder="little")
     return unpacked.astype(np.float32) * 2 - 1
 
@@ -122,9 +123,11 @@ INDEX_KINDS: dict[str, Callable[..., Any]] = {}
 
 def register_index(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a builder `f(d, **params) -> faiss.IndexBinary` under `name`."""
+
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         INDEX_KINDS[name] = fn
         return fn
+
     return wrap
 
 
@@ -132,6 +135,7 @@ def register_index(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 def _build_flat(d: int) -> Any:
     """Exact search: a brute-force popcount scan."""
     import faiss
+
     return faiss.IndexBinaryFlat(d)
 
 
@@ -139,6 +143,7 @@ def _build_flat(d: int) -> Any:
 def _build_ivf(d: int, nlist: int = 1024, nprobe: int = 16) -> Any:
     """Inverted lists over binary k-means centroids (trained on the first `add`)."""
     import faiss
+
     index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(d), d, nlist)
     index.nprobe = nprobe
     return index
@@ -148,6 +153,7 @@ def _build_ivf(d: int, nlist: int = 1024, nprobe: int = 16) -> Any:
 def _build_hash(d: int, b: int = 16, nflip: int = 2) -> Any:
     """Buckets on the first `b` bits, probing buckets up to `nflip` flipped bits away."""
     import faiss
+
     index = faiss.IndexBinaryHash(d, b)
     index.nflip = nflip
     return index
@@ -157,6 +163,7 @@ def _build_hash(d: int, b: int = 16, nflip: int = 2) -> Any:
 def _build_multihash(d: int, nhash: int = 4, b: int = 16, nflip: int = 1) -> Any:
     """`nhash` hash tables on consecutive `b`-bit slices (multi-index hashing)."""
     import faiss
+
     index = faiss.IndexBinaryMultiHash(d, nhash, b)
     index.nflip = nflip
     return index
@@ -188,8 +195,7 @@ def _load_npz(path: str | os.PathLike[str], fmt: str) -> dict[str, np.ndarray]:
 
 
 def _empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return (np.full((nq, k), MISSING_DISTANCE, dtype=np.int32),
-            np.full((nq, k), -1, dtype=np.int64))
+    return (np.full((nq, k), MISSING_DISTANCE, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64))
 
 
 class HashIndex:
@@ -223,8 +229,10 @@ class HashIndex:
         if not self._index.is_trained:
             nlist = int(self.params.get("nlist", 1024))
             if len(packed) < nlist:
-                raise ValueError(f"codes: kind {self.kind!r} trains on the first add and needs at "
-                                 f"least nlist={nlist} codes, got {len(packed)}")
+                raise ValueError(
+                    f"codes: kind {self.kind!r} trains on the first add and needs at "
+                    f"least nlist={nlist} codes, got {len(packed)}"
+                )
             self._index.train(packed)
         self._index.add(packed)
         return self
@@ -245,27 +253,37 @@ class HashIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index atomically to one .npz file (FAISS bytes + bits/kind/params)."""
         import faiss
+
         blob = faiss.serialize_index_binary(self._index)
-        write_bytes(path, _npz_bytes(
-            format=np.array("nhl.HashIndex"), bits=np.array(self.bits), kind=np.array(self.kind),
-            params=np.array(json.dumps(self.params)), index=np.asarray(blob, dtype=np.uint8)))
+        write_bytes(
+            path,
+            _npz_bytes(
+                format=np.array("nhl.HashIndex"),
+                bits=np.array(self.bits),
+                kind=np.array(self.kind),
+                params=np.array(json.dumps(self.params)),
+                index=np.asarray(blob, dtype=np.uint8),
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HashIndex:
         """Read an index written by `save`."""
         import faiss
+
         data = _load_npz(path, "nhl.HashIndex")
         self = cls.__new__(cls)
         self.bits, self.kind = int(data["bits"]), str(data["kind"])
         self.params = json.loads(str(data["params"]))
         self._index = faiss.deserialize_index_binary(data["index"])
-        for name in ("nprobe", "nflip"):          # search-time settings, set again to be sure
+        for name in ("nprobe", "nflip"):  # search-time settings, set again to be sure
             if name in self.params:
                 setattr(self._index, name, int(self.params[name]))
         return self
 
 
 # --------------------------------------------------------------------------- funnel search
+
 
 @numba.njit(cache=True)
 def _prefix_distance(q: np.ndarray, x: np.ndarray, nfull: int, last_mask: np.uint64) -> int:
@@ -287,8 +305,14 @@ def _next_combination(m: np.int64) -> np.int64:
 
 
 @numba.njit(cache=True)
-def _gather(key: int | np.int64, bucket_bits: int | np.int64, order: np.ndarray, offsets: np.ndarray, pool: int,
-            max_radius: int | np.int64) -> np.ndarray:
+def _gather(
+    key: int | np.int64,
+    bucket_bits: int | np.int64,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    pool: int,
+    max_radius: int | np.int64,
+) -> np.ndarray:
     """Ids in buckets within growing Hamming radius of `key` until at least `pool` are found."""
     nbuckets = np.int64(1) << bucket_bits
     total = 0
@@ -320,8 +344,17 @@ def _gather(key: int | np.int64, bucket_bits: int | np.int64, order: np.ndarray,
 
 
 @numba.njit(cache=True)
-def _funnel_one(qword: np.ndarray, dwords: np.ndarray, order: np.ndarray, offsets: np.ndarray, bucket_bits: int | np.int64,
-                nfull: np.ndarray, last_masks: np.ndarray, keeps: np.ndarray, max_radius: int | np.int64) -> np.ndarray:
+def _funnel_one(
+    qword: np.ndarray,
+    dwords: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    bucket_bits: int | np.int64,
+    nfull: np.ndarray,
+    last_masks: np.ndarray,
+    keeps: np.ndarray,
+    max_radius: int | np.int64,
+) -> np.ndarray:
     """One query through the funnel: sorted keys distance * N + id of the final survivors."""
     n_db = np.int64(dwords.shape[0])
     key = np.int64(qword[0] & np.uint64((np.int64(1) << bucket_bits) - 1))
@@ -332,7 +365,7 @@ def _funnel_one(qword: np.ndarray, dwords: np.ndarray, order: np.ndarray, offset
         sortkey = np.empty(n, np.int64)
         for j in range(n):
             d = _prefix_distance(qword, dwords[cands[j]], nfull[s], last_masks[s])
-            sortkey[j] = d * n_db + cands[j]              # ties broken by database order
+            sortkey[j] = d * n_db + cands[j]  # ties broken by database order
         keep = keeps[s + 1]
         if n > keep:
             sortkey = np.partition(sortkey, keep - 1)[:keep]
@@ -341,15 +374,24 @@ def _funnel_one(qword: np.ndarray, dwords: np.ndarray, order: np.ndarray, offset
 
 
 @numba.njit(parallel=True, cache=True)
-def _funnel_kernel(qwords: np.ndarray, dwords: np.ndarray, order: np.ndarray, offsets: np.ndarray,
-                   bucket_bits: int | np.int64, nfull: np.ndarray, last_masks: np.ndarray, keeps: np.ndarray,
-                   max_radius: int | np.int64, out_d: np.ndarray, out_i: np.ndarray) -> None:
+def _funnel_kernel(
+    qwords: np.ndarray,
+    dwords: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    bucket_bits: int | np.int64,
+    nfull: np.ndarray,
+    last_masks: np.ndarray,
+    keeps: np.ndarray,
+    max_radius: int | np.int64,
+    out_d: np.ndarray,
+    out_i: np.ndarray,
+) -> None:
     n_db = np.int64(dwords.shape[0])
     for q in numba.prange(qwords.shape[0]):
         # the per-query work lives in its own function: numba's parfor pass must not touch the
         # arrays it reallocates stage by stage
-        best = _funnel_one(qwords[q], dwords, order, offsets, bucket_bits, nfull, last_masks,
-                           keeps, max_radius)
+        best = _funnel_one(qwords[q], dwords, order, offsets, bucket_bits, nfull, last_masks, keeps, max_radius)
         for j in range(best.shape[0]):
             out_d[q, j] = best[j] // n_db
             out_i[q, j] = best[j] % n_db
@@ -375,18 +417,17 @@ class FunnelIndex:
     search with ties broken by database order.
     """
 
-    def __init__(self, codes: Any, stages: Sequence[int], pools: Sequence[int],
-                 max_radius: int | None = None) -> None:
+    def __init__(self, codes: Any, stages: Sequence[int], pools: Sequence[int], max_radius: int | None = None) -> None:
         stages = [int(s) for s in stages]
         pools = [int(p) for p in pools]
         if len(stages) < 2 or any(b <= a for a, b in pairwise(stages)) or stages[0] <= 0:
             raise ValueError(f"stages: expected at least 2 increasing prefix lengths, got {stages}")
         if stages[0] > MAX_BUCKET_BITS:
-            raise ValueError(f"stages: the first (bucket) length must be <= {MAX_BUCKET_BITS}, "
-                             f"got {stages[0]}")
+            raise ValueError(f"stages: the first (bucket) length must be <= {MAX_BUCKET_BITS}, got {stages[0]}")
         if len(pools) != len(stages) - 1 or min(pools) <= 0:
-            raise ValueError(f"pools: expected {len(stages) - 1} positive sizes (one per stage "
-                             f"transition), got {pools}")
+            raise ValueError(
+                f"pools: expected {len(stages) - 1} positive sizes (one per stage transition), got {pools}"
+            )
         arr = check_codes(codes, "codes")
         if arr.shape[1] < stages[-1]:
             raise ValueError(f"codes: have {arr.shape[1]} bits, stages need {stages[-1]}")
@@ -394,7 +435,7 @@ class FunnelIndex:
         self.max_radius = stages[0] if max_radius is None else int(max_radius)
         if not 0 <= self.max_radius <= stages[0]:
             raise ValueError(f"max_radius: expected 0..{stages[0]}, got {max_radius}")
-        self._words = pack_bits(arr[:, :stages[-1]] > 0, 8)
+        self._words = pack_bits(arr[:, : stages[-1]] > 0, 8)
         self._build_table()
 
     def _build_table(self) -> None:
@@ -422,21 +463,38 @@ class FunnelIndex:
         out_d, out_i = _empty_result(arr.shape[0], k)
         if self.ntotal == 0 or not len(arr):
             return out_d, out_i
-        qwords = pack_bits(arr[:, :self.stages[-1]] > 0, 8)
+        qwords = pack_bits(arr[:, : self.stages[-1]] > 0, 8)
         stage_lens = np.array(self.stages[1:], dtype=np.int64)
         nfull = stage_lens // 64
         last_masks = np.array([(1 << int(s % 64)) - 1 for s in stage_lens], dtype=np.uint64)
         keeps = np.array(self.pools + [k], dtype=np.int64)
-        _funnel_kernel(qwords, self._words, self._order, self._offsets, np.int64(self.stages[0]),
-                       nfull, last_masks, keeps, np.int64(self.max_radius), out_d, out_i)
+        _funnel_kernel(
+            qwords,
+            self._words,
+            self._order,
+            self._offsets,
+            np.int64(self.stages[0]),
+            nfull,
+            last_masks,
+            keeps,
+            np.int64(self.max_radius),
+            out_d,
+            out_i,
+        )
         return out_d, out_i
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index atomically to one .npz file."""
-        write_bytes(path, _npz_bytes(
-            format=np.array("nhl.FunnelIndex"), words=self._words,
-            stages=np.array(self.stages), pools=np.array(self.pools),
-            max_radius=np.array(self.max_radius)))
+        write_bytes(
+            path,
+            _npz_bytes(
+                format=np.array("nhl.FunnelIndex"),
+                words=self._words,
+                stages=np.array(self.stages),
+                pools=np.array(self.pools),
+                max_radius=np.array(self.max_radius),
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FunnelIndex:

@@ -36,12 +36,11 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def label_form(x: Any) -> str:
-    """"csr" for a scipy sparse matrix, "ids" for a 1-D array or tensor, "dense" for a 2-D one."""
+    """ "csr" for a scipy sparse matrix, "ids" for a 1-D array or tensor, "dense" for a 2-D one."""
     if is_sparse(x):
         return "csr"
     if not (_is_torch(x) or isinstance(x, np.ndarray)):
-        raise ValueError(f"labels: expected a numpy array, torch tensor or scipy sparse matrix, "
-                         f"got {type(x).__name__}")
+        raise ValueError(f"labels: expected a numpy array, torch tensor or scipy sparse matrix, got {type(x).__name__}")
     if x.ndim == 1:
         return "ids"
     if x.ndim == 2:
@@ -95,8 +94,7 @@ def to_csr(x: Any, num_classes: int | None = None) -> Any:
     elif form == "ids":
         ids = _numpy(x).astype(np.int64)
         width = int(num_classes) if num_classes is not None else (int(ids.max()) + 1 if ids.size else 0)
-        out = sp.csr_matrix((np.ones(ids.size, np.int8), ids, np.arange(ids.size + 1)),
-                            shape=(ids.size, width))
+        out = sp.csr_matrix((np.ones(ids.size, np.int8), ids, np.arange(ids.size + 1)), shape=(ids.size, width))
     else:
         out = sp.csr_matrix(_numpy(x) > 0, dtype=np.int8)
     out.sum_duplicates()

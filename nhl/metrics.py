@@ -41,10 +41,11 @@ from nhl.retrieval_inputs import to_numpy as _to_numpy
 TIES = ("stable", "expected")
 BACKENDS = ("numba", "torch")
 METRIC_KEYS = ("map", "p_at_100", "p_at_r2")
-_TORCH_CHUNK_ELEMENTS = 1 << 25     # query rows x database items per torch chunk
+_TORCH_CHUNK_ELEMENTS = 1 << 25  # query rows x database items per torch chunk
 
 
 # --------------------------------------------------------------------------- inputs
+
 
 def _check_choice(value: Any, name: str, known: tuple[str, ...]) -> None:
     if value not in known:
@@ -77,14 +78,15 @@ def hamming_distance(query_codes: Any, db_codes: Any) -> np.ndarray:
 
 # --------------------------------------------------------------------------- kernels
 
+
 @dataclass
 class _Stats:
     """Per-query sufficient statistics of a ranking."""
 
-    hist: np.ndarray        # [Q, bits+1] items at each distance
-    hrel: np.ndarray        # [Q, bits+1] relevant items at each distance
-    ap: np.ndarray          # [Q] AP@topk with stable ties (zeros if not computed)
-    rel_at_n: np.ndarray    # [Q] relevant items among the first n, stable ties
+    hist: np.ndarray  # [Q, bits+1] items at each distance
+    hrel: np.ndarray  # [Q, bits+1] relevant items at each distance
+    ap: np.ndarray  # [Q] AP@topk with stable ties (zeros if not computed)
+    rel_at_n: np.ndarray  # [Q] relevant items among the first n, stable ties
 
 
 class _Relevance:
@@ -105,8 +107,10 @@ class _Relevance:
         self.postings = (empty_i, empty_i, empty_i, empty_i)
         if forms == ("dense", "dense"):
             self.mode = 0
-            self.words = (pack_bits(_to_numpy(query_labels) > 0, 8),
-                          np.ascontiguousarray(pack_bits(_to_numpy(db_labels) > 0, 8).T))
+            self.words = (
+                pack_bits(_to_numpy(query_labels) > 0, 8),
+                np.ascontiguousarray(pack_bits(_to_numpy(db_labels) > 0, 8).T),
+            )
         elif forms == ("ids", "ids"):
             self.mode = 1
             self.ids = (_to_numpy(query_labels).astype(np.int64), _to_numpy(db_labels).astype(np.int64))
@@ -114,8 +118,12 @@ class _Relevance:
             self.mode = 2
             width = max(_width(query_labels), _width(db_labels))
             q, d = to_csr(query_labels, width), to_csr(db_labels, width).tocsc()
-            self.postings = (q.indptr.astype(np.int64), q.indices.astype(np.int64),
-                             d.indptr.astype(np.int64), d.indices.astype(np.int64))
+            self.postings = (
+                q.indptr.astype(np.int64),
+                q.indices.astype(np.int64),
+                d.indptr.astype(np.int64),
+                d.indices.astype(np.int64),
+            )
 
     def numba_args(self) -> tuple:
         return (self.mode, *self.words, *self.ids, *self.postings)
@@ -123,6 +131,7 @@ class _Relevance:
     def torch_chunk(self, start: int, end: int, device: Any) -> Any:
         """Relevance `[end - start, N]` (bool tensor) of a block of queries."""
         import torch
+
         q, d = self.raw
         if self.mode == 0:
             ql = torch.as_tensor(_to_numpy(q[start:end]) if not _is_torch(q) else q[start:end])
@@ -146,8 +155,30 @@ def _width(labels: Any) -> int:
 
 
 @numba.njit(parallel=True, cache=True)
-def _stats_kernel(qw, dwt, mode, qlw, dlt, qid, did, qptr, qidx, dptr, didx, nbits, topk, n_at,
-                  stable, dist, relf, rel_seen, hist, hrel, ap, rel_at):
+def _stats_kernel(
+    qw,
+    dwt,
+    mode,
+    qlw,
+    dlt,
+    qid,
+    did,
+    qptr,
+    qidx,
+    dptr,
+    didx,
+    nbits,
+    topk,
+    n_at,
+    stable,
+    dist,
+    relf,
+    rel_seen,
+    hist,
+    hrel,
+    ap,
+    rel_at,
+):
     """Per-query statistics; `dwt` / `dlt` are the database words transposed ([words, N]).
 
     Relevance by `mode` (see `_Relevance`). dist, relf, rel_seen are per-thread scratch rows
@@ -162,9 +193,10 @@ def _stats_kernel(qw, dwt, mode, qlw, dlt, qid, did, qptr, qidx, dptr, didx, nbi
             elif mode == 1:
                 _relevance_ids(qid[q], did, rf)
             else:
-                _relevance_postings(qidx[qptr[q]:qptr[q + 1]], dptr, didx, rf)
-            _query_stats(qw[q], dwt, nbits, topk, n_at, stable, dist[t], rf,
-                         rel_seen[t], hist[q], hrel[q], ap, rel_at, q)
+                _relevance_postings(qidx[qptr[q] : qptr[q + 1]], dptr, didx, rf)
+            _query_stats(
+                qw[q], dwt, nbits, topk, n_at, stable, dist[t], rf, rel_seen[t], hist[q], hrel[q], ap, rel_at, q
+            )
 
 
 @numba.njit(cache=True)
@@ -258,7 +290,7 @@ def _partial_group_ap(total: float, rb: int, n: int, m: int, length: int, t1: fl
     lo = max(0, length - (n - m))
     hi = min(m, length)
     logw = np.zeros(hi - lo + 1)
-    for x in range(lo, hi):       # P(x+1)/P(x) = (m-x)(L-x) / ((x+1)(n-m-L+x+1))
+    for x in range(lo, hi):  # P(x+1)/P(x) = (m-x)(L-x) / ((x+1)(n-m-L+x+1))
         ratio = ((m - x) * 1.0 * (length - x)) / ((x + 1) * 1.0 * (n - m - length + x + 1))
         logw[x - lo + 1] = logw[x - lo] + math.log(ratio)
     top = logw.max()
@@ -294,7 +326,7 @@ def _harmonic_diff(s: int, length: int) -> float:
     b = float(s + length)
     a2, b2 = 1.0 / (a * a), 1.0 / (b * b)
     total += math.log1p((b - a) / a) + (a - b) / (2.0 * a * b)
-    total += (a2 - b2) / 12.0 - (a2 * a2 - b2 * b2) / 120.0 + (a2 ** 3 - b2 ** 3) / 252.0
+    total += (a2 - b2) / 12.0 - (a2 * a2 - b2 * b2) / 120.0 + (a2**3 - b2**3) / 252.0
     return total
 
 
@@ -333,7 +365,7 @@ def _expected_ap_kernel(hist: np.ndarray, hrel: np.ndarray, topk: int, out: np.n
 
 
 def _stats_numba(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
-    def words(x: Any) -> np.ndarray:     # ±1 codes, or already packed words
+    def words(x: Any) -> np.ndarray:  # ±1 codes, or already packed words
         return x if x.dtype == np.uint64 else pack_bits(_to_numpy(x) > 0, 8)
 
     qw = words(qc)
@@ -347,16 +379,31 @@ def _stats_numba(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stabl
     hrel = np.zeros((nq, bits + 1), np.int64)
     ap = np.zeros(nq)
     rel_at = np.zeros(nq, np.int64)
-    _stats_kernel(qw, dwt, *rel.numba_args(), bits, topk, n_at, stable, dist,
-                  np.empty((threads, nd), np.uint8),
-                  np.empty((threads, nd if stable else 0), np.int64), hist, hrel, ap, rel_at)
+    _stats_kernel(
+        qw,
+        dwt,
+        *rel.numba_args(),
+        bits,
+        topk,
+        n_at,
+        stable,
+        dist,
+        np.empty((threads, nd), np.uint8),
+        np.empty((threads, nd if stable else 0), np.int64),
+        hist,
+        hrel,
+        ap,
+        rel_at,
+    )
     return _Stats(hist, hrel, ap, rel_at)
 
 
 def _stats_torch(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
     import torch
-    device = next((a.device for a in (qc, dc, *rel.raw) if _is_torch(a) and a.device.type != "cpu"),
-                  torch.device("cpu"))
+
+    device = next(
+        (a.device for a in (qc, dc, *rel.raw) if _is_torch(a) and a.device.type != "cpu"), torch.device("cpu")
+    )
 
     def tensor(x: Any) -> Any:
         return torch.as_tensor(x).to(device=device, dtype=torch.float32)
@@ -371,12 +418,12 @@ def _stats_torch(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stabl
     chunk = max(1, _TORCH_CHUNK_ELEMENTS // max(nd, 1))
     for s in range(0, nq, chunk):
         e = min(nq, s + chunk)
-        dist = torch.round((bits - qc[s:e] @ dc.T) / 2).long()     # exact: small integers
+        dist = torch.round((bits - qc[s:e] @ dc.T) / 2).long()  # exact: small integers
         relevant = rel.torch_chunk(s, e, device)
         hist[s:e].scatter_add_(1, dist, torch.ones_like(dist))
         hrel[s:e].scatter_add_(1, dist, relevant.long())
         if stable:
-            order = torch.sort(dist, dim=1, stable=True).indices[:, :max(topk, n_at)]
+            order = torch.sort(dist, dim=1, stable=True).indices[:, : max(topk, n_at)]
             ranked = relevant.gather(1, order).double()
             top = ranked[:, :topk]
             found = top.sum(1)
@@ -399,6 +446,7 @@ def _stats(qc, rel: _Relevance, dc, bits, topk, n_at, stable, backend) -> _Stats
 
 # --------------------------------------------------------------------------- from statistics
 
+
 def _ap_from(stats: _Stats, topk: int, ties: str) -> np.ndarray:
     if ties == "stable":
         return stats.ap
@@ -413,25 +461,32 @@ def _precision_at_n_from(stats: _Stats, n_at: int, ties: str) -> np.ndarray:
         return np.zeros(stats.hist.shape[0])
     if ties == "stable":
         return stats.rel_at_n / n_at
-    start = np.cumsum(stats.hist, axis=1) - stats.hist            # items before each distance
-    taken = np.clip(n_at - start, 0, stats.hist)                    # retrieved from each group
+    start = np.cumsum(stats.hist, axis=1) - stats.hist  # items before each distance
+    taken = np.clip(n_at - start, 0, stats.hist)  # retrieved from each group
     share = np.divide(taken, stats.hist, out=np.zeros(taken.shape), where=stats.hist > 0)
     precision: np.ndarray = (share * stats.hrel).sum(axis=1) / n_at  # expected relevant / n
     return precision
 
 
 def _precision_at_radius_from(stats: _Stats, r: int) -> np.ndarray:
-    retrieved = stats.hist[:, :r + 1].sum(axis=1)
-    relevant = stats.hrel[:, :r + 1].sum(axis=1)
+    retrieved = stats.hist[:, : r + 1].sum(axis=1)
+    relevant = stats.hrel[:, : r + 1].sum(axis=1)
     precision: np.ndarray = np.divide(relevant, retrieved, out=np.zeros(len(retrieved)), where=retrieved > 0)
     return precision
 
 
 # --------------------------------------------------------------------------- public API
 
-def mean_average_precision(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                           topk: int | None = None, ties: str = "stable",
-                           backend: str | None = None) -> float:
+
+def mean_average_precision(
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    topk: int | None = None,
+    ties: str = "stable",
+    backend: str | None = None,
+) -> float:
     """mAP@topk of Hamming ranking (`topk=None`: the whole database, i.e. mAP@ALL).
 
     A query's AP averages precision@rank over the relevant items inside the top-k and divides
@@ -458,13 +513,19 @@ def mean_average_precision(query_codes: Any, query_labels: Any, db_codes: Any, d
     bits = check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
     k = _clip(topk, db_codes.shape[0], "topk")
-    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, k, 0,
-                   ties == "stable", backend)
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, k, 0, ties == "stable", backend)
     return float(_ap_from(stats, k, ties).mean())
 
 
-def precision_at_k(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                   k: int = 100, ties: str = "stable", backend: str | None = None) -> float:
+def precision_at_k(
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    k: int = 100,
+    ties: str = "stable",
+    backend: str | None = None,
+) -> float:
     """P@k: the mean share of relevant items among each query's first k (k > database: all).
 
     ties as in `mean_average_precision`; with "expected", a tie group cut by k counts its
@@ -474,13 +535,13 @@ def precision_at_k(query_codes: Any, query_labels: Any, db_codes: Any, db_labels
     bits = check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
     n_at = _clip(k, db_codes.shape[0], "k")
-    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, 0, n_at,
-                   ties == "stable", backend)
+    stats = _stats(query_codes, _Relevance(query_labels, db_labels), db_codes, bits, 0, n_at, ties == "stable", backend)
     return float(_precision_at_n_from(stats, n_at, ties).mean())
 
 
-def precision_at_radius(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                        r: int = 2, backend: str | None = None) -> float:
+def precision_at_radius(
+    query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any, r: int = 2, backend: str | None = None
+) -> float:
     """Hash-lookup precision: the mean share of relevant items within Hamming radius r.
 
     A query that retrieves nothing within the radius has precision 0 and still counts in the
@@ -494,8 +555,9 @@ def precision_at_radius(query_codes: Any, query_labels: Any, db_codes: Any, db_l
     return float(_precision_at_radius_from(stats, int(r)).mean())
 
 
-def precision_recall_curve(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                           backend: str | None = None) -> dict[str, np.ndarray]:
+def precision_recall_curve(
+    query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any, backend: str | None = None
+) -> dict[str, np.ndarray]:
     """Precision and recall of hash lookup at every Hamming radius 0..bits.
 
     Returns {"radius": [bits+1], "precision": [bits+1], "recall": [bits+1]} averaged over queries.
@@ -509,16 +571,22 @@ def precision_recall_curve(query_codes: Any, query_labels: Any, db_codes: Any, d
     relevant = np.cumsum(stats.hrel, axis=1)
     total = relevant[:, -1:]
     precision = np.divide(relevant, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0)
-    recall = np.divide(relevant, np.broadcast_to(total, relevant.shape),
-                       out=np.zeros(relevant.shape), where=total > 0)
-    return {"radius": np.arange(bits + 1), "precision": precision.mean(axis=0),
-            "recall": recall.mean(axis=0)}
+    recall = np.divide(relevant, np.broadcast_to(total, relevant.shape), out=np.zeros(relevant.shape), where=total > 0)
+    return {"radius": np.arange(bits + 1), "precision": precision.mean(axis=0), "recall": recall.mean(axis=0)}
 
 
-def evaluate_nested(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any,
-                    lengths: list[int], topk: int | None = None, ties: str = "stable",
-                    n: int = 100, radius: int = 2,
-                    backend: str | None = None) -> dict[int, dict[str, float]]:
+def evaluate_nested(
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    lengths: list[int],
+    topk: int | None = None,
+    ties: str = "stable",
+    n: int = 100,
+    radius: int = 2,
+    backend: str | None = None,
+) -> dict[int, dict[str, float]]:
     """Metrics of every nested length from one longest code, using prefixes ``codes[:, :k]``.
 
     Returns {k: {"map": mAP@topk, "p_at_100": P@n, "p_at_r2": P@radius}} for k in `lengths`
@@ -532,16 +600,19 @@ def evaluate_nested(query_codes: Any, query_labels: Any, db_codes: Any, db_label
     backend = _resolve_backend(backend, query_codes, query_labels, db_codes, db_labels)
     nd = db_codes.shape[0]
     k_top, n_at = _clip(topk, nd, "topk"), _clip(n, nd, "n")
-    if backend == "numba":      # pack once; a k-bit prefix is the low k bits of the words
+    if backend == "numba":  # pack once; a k-bit prefix is the low k bits of the words
         query_codes = pack_bits(_to_numpy(query_codes) > 0, 8)
         db_codes = pack_bits(_to_numpy(db_codes) > 0, 8)
     results: dict[int, dict[str, float]] = {}
-    rel = _Relevance(query_labels, db_labels)     # prepared once for every length
+    rel = _Relevance(query_labels, db_labels)  # prepared once for every length
     for k in lengths:
         qk, dk = _prefix(query_codes, k), _prefix(db_codes, k)
         stats = _stats(qk, rel, dk, k, k_top, n_at, ties == "stable", backend)
-        values = (_ap_from(stats, k_top, ties), _precision_at_n_from(stats, n_at, ties),
-                  _precision_at_radius_from(stats, min(int(radius), k)))
+        values = (
+            _ap_from(stats, k_top, ties),
+            _precision_at_n_from(stats, n_at, ties),
+            _precision_at_radius_from(stats, min(int(radius), k)),
+        )
         results[k] = {key: float(v.mean()) for key, v in zip(METRIC_KEYS, values, strict=True)}
     return results
 
@@ -549,9 +620,8 @@ def evaluate_nested(query_codes: Any, query_labels: Any, db_codes: Any, db_label
 def _prefix(codes: Any, k: int) -> Any:
     """The k-bit prefix: a column slice of ±1 codes, or masked uint64 words."""
     if isinstance(codes, np.ndarray) and codes.dtype == np.uint64:
-        words = codes[:, :-(-k // 64)].copy()
+        words = codes[:, : -(-k // 64)].copy()
         if k % 64:
             words[:, -1] &= np.uint64((1 << (k % 64)) - 1)
         return words
     return codes[:, :k]
-

@@ -19,9 +19,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 VALIDATION_RESULT = Path("reports/validation/result.json")
 VALIDATION_AUDIT = Path("reports/validation/audit.md")
@@ -49,7 +49,7 @@ class StageFailed(RuntimeError):
         self.exit_code = int(exited.group(1)) if exited else None
         tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
         what = f"stage {self.stage!r} exited with {self.exit_code}" if self.stage else f"dvc exited with {returncode}"
-        restore = f"\n{restore_hint(self.stage)}" if self.stage else ""   # no stage: DVC removed nothing
+        restore = f"\n{restore_hint(self.stage)}" if self.stage else ""  # no stage: DVC removed nothing
         super().__init__(f"dvc repro {' '.join(self.targets)}: {what}\n{tail}{restore}")
 
     @property
@@ -65,8 +65,10 @@ def restore_hint(stage: str | None = None) -> str:
     stage = stage or os.environ.get("DVC_STAGE")
     if not stage:
         return ""
-    return (f"DVC removed the previous outputs of stage {stage!r} before running it; "
-            f"`dvc checkout {stage}` restores the last good ones from the DVC cache")
+    return (
+        f"DVC removed the previous outputs of stage {stage!r} before running it; "
+        f"`dvc checkout {stage}` restores the last good ones from the DVC cache"
+    )
 
 
 def stage_error(name: str, err: BaseException | str) -> str:
@@ -117,15 +119,20 @@ def dvc_env(extra: dict[str, str] | None = None, base: dict[str, str] | None = N
 
 def stage_names(project: str | os.PathLike, env: dict[str, str] | None = None) -> list[str]:
     """Every stage of the project's dvc.yaml, matrix stages expanded (`train@csq-nhl-full`)."""
-    done = subprocess.run(dvc_command("stage", "list", "--name-only"), cwd=project, env=dvc_env(env),
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        dvc_command("stage", "list", "--name-only"), cwd=project, env=dvc_env(env), capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise StageFailed(["stage list"], done.returncode, done.stdout + done.stderr)
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
-def repro(targets: Sequence[str], project: str | os.PathLike, env: dict[str, str] | None = None,
-          log: Callable[[str], None] | None = None) -> ReproRun:
+def repro(
+    targets: Sequence[str],
+    project: str | os.PathLike,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ReproRun:
     """Run `dvc repro *targets` in `project` (every stage when `targets` is empty).
 
     Each output line goes to `log` as it arrives. Raises `StageFailed` when DVC fails.
@@ -133,8 +140,15 @@ def repro(targets: Sequence[str], project: str | os.PathLike, env: dict[str, str
     targets = list(targets)
     start = time.monotonic()
     lines: list[str] = []
-    with subprocess.Popen(dvc_command("repro", *targets), cwd=project, env=dvc_env(env), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as process:
+    with subprocess.Popen(
+        dvc_command("repro", *targets),
+        cwd=project,
+        env=dvc_env(env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        bufsize=1,
+    ) as process:
         assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             lines.append(line)

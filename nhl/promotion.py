@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nhl import atomic
 from nhl.registry import versions as v
 
 DEFAULT_TOLERANCE = 0.01
 REPORT_ARTIFACT_DIR = "promotion"
-_EPS = 1e-9      # float slack when a difference equals the tolerance exactly
+_EPS = 1e-9  # float slack when a difference equals the tolerance exactly
 
 
 @dataclass
@@ -95,8 +96,9 @@ class PromotionDecision:
         return record
 
 
-def compare_maps(new: Mapping[int, float], champion: Mapping[int, float],
-                 tolerance: float) -> tuple[list[LengthRow], list[str]]:
+def compare_maps(
+    new: Mapping[int, float], champion: Mapping[int, float], tolerance: float
+) -> tuple[list[LengthRow], list[str]]:
     """Rows for every length of either model, and the failures (empty: the new one may be promoted).
 
     A length the champion serves must exist in the new model with mAP >= champion - tolerance;
@@ -116,16 +118,20 @@ def compare_maps(new: Mapping[int, float], champion: Mapping[int, float],
             ok = mine >= theirs - tolerance - _EPS
             rows.append(LengthRow(k, mine, theirs, ok))
             if not ok:
-                failures.append(f"mAP at {k} bits {mine:.4f} is {theirs - mine:.4f} below the champion's "
-                                f"{theirs:.4f}")
+                failures.append(f"mAP at {k} bits {mine:.4f} is {theirs - mine:.4f} below the champion's {theirs:.4f}")
     return rows, failures
 
 
-def register_and_promote(model: str | os.PathLike, name: str, validation: Mapping[str, Any] | str | os.PathLike,
-                         metrics: Mapping[str, Any] | str | os.PathLike | None = None,
-                         tolerance: float = DEFAULT_TOLERANCE, manifest: str | os.PathLike | None = None,
-                         dvc_md5: str | None = None,
-                         project_root: str | os.PathLike | None = None) -> PromotionDecision:
+def register_and_promote(
+    model: str | os.PathLike,
+    name: str,
+    validation: Mapping[str, Any] | str | os.PathLike,
+    metrics: Mapping[str, Any] | str | os.PathLike | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    manifest: str | os.PathLike | None = None,
+    dvc_md5: str | None = None,
+    project_root: str | os.PathLike | None = None,
+) -> PromotionDecision:
     """Register the model file's training run as a version of `name` and run the gate (module doc).
 
     `validation` is the validation gate's result (`reports/validation/result.json` or its
@@ -136,18 +142,30 @@ def register_and_promote(model: str | os.PathLike, name: str, validation: Mappin
     """
     from nhl.models.hasher import load_hasher
 
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     result = _json_input(validation, "validation result")
     _, extra = load_hasher(model)
     model_id, run_id = extra.get("model_id") or Path(model).stem, extra.get("mlflow_run_id")
-    base: dict[str, Any] = dict(name=name, model_id=model_id, run_id=run_id, tolerance=float(tolerance), time=now,
-                validation_id=v.validation_id(result), content_hash=result.get("content_hash"))
+    base: dict[str, Any] = dict(
+        name=name,
+        model_id=model_id,
+        run_id=run_id,
+        tolerance=float(tolerance),
+        time=now,
+        validation_id=v.validation_id(result),
+        content_hash=result.get("content_hash"),
+    )
     if tolerance < 0:
         raise ValueError(f"registry.tolerance: expected a number >= 0, got {tolerance}")
     if not result.get("success"):
         failed = ", ".join(str(c) for c in result.get("failed", [])) or "see its checks"
-        return PromotionDecision(registered=False, promoted=False, alias=None,
-                                 reason=f"data validation failed ({failed}): nothing registered", **base)
+        return PromotionDecision(
+            registered=False,
+            promoted=False,
+            alias=None,
+            reason=f"data validation failed ({failed}): nothing registered",
+            **base,
+        )
     if not run_id:
         raise ValueError(f"model file {model}: no MLflow run id (trained with --no-track?): nothing to register")
 
@@ -155,9 +173,16 @@ def register_and_promote(model: str | os.PathLike, name: str, validation: Mappin
     run = _get_run(client, run_id, model)
     trained_on = run.data.params.get("data.content_hash")
     if trained_on != result.get("content_hash"):
-        return PromotionDecision(registered=False, promoted=False, alias=None, reason=(
-            f"the validation result judged data {result.get('content_hash')} but the model trained on "
-            f"{trained_on}: validate that split first; nothing registered"), **base)
+        return PromotionDecision(
+            registered=False,
+            promoted=False,
+            alias=None,
+            reason=(
+                f"the validation result judged data {result.get('content_hash')} but the model trained on "
+                f"{trained_on}: validate that split first; nothing registered"
+            ),
+            **base,
+        )
     bits, topk = _new_metrics(metrics, run)
     new_maps = {int(k): float(values["map"]) for k, values in bits.items()}
 
@@ -173,8 +198,17 @@ def register_and_promote(model: str | os.PathLike, name: str, validation: Mappin
     return decision
 
 
-def _decide(client, name: str, version, new_maps: dict[int, float], topk: int | None, tolerance: float,
-            manifest, base: dict, project_root=None) -> PromotionDecision:
+def _decide(
+    client,
+    name: str,
+    version,
+    new_maps: dict[int, float],
+    topk: int | None,
+    tolerance: float,
+    manifest,
+    base: dict,
+    project_root=None,
+) -> PromotionDecision:
     """Compare with the current champion and move the aliases; see the module doc."""
     champion = v.alias_version(client, name, v.CHAMPION)
     number = int(version.version)
@@ -182,9 +216,16 @@ def _decide(client, name: str, version, new_maps: dict[int, float], topk: int | 
     def decide(promoted: bool, reason: str, **more: Any) -> PromotionDecision:
         alias = v.CHAMPION if promoted else v.CHALLENGER
         client.set_registered_model_alias(name, alias, str(number))
-        return PromotionDecision(registered=True, promoted=promoted, alias=alias, reason=reason, version=number,
-                                 champion_before=int(champion.version) if champion is not None else None,
-                                 **more, **base)
+        return PromotionDecision(
+            registered=True,
+            promoted=promoted,
+            alias=alias,
+            reason=reason,
+            version=number,
+            champion_before=int(champion.version) if champion is not None else None,
+            **more,
+            **base,
+        )
 
     if version.tags.get(v.TAG_VALIDATION_SUCCESS) != "true":
         return decide(False, "its data validation did not pass")
@@ -196,21 +237,25 @@ def _decide(client, name: str, version, new_maps: dict[int, float], topk: int | 
     try:
         champion_maps, how = _champion_maps(champion, version, topk, manifest, name, project_root)
     except _NotComparable as err:
-        return decide(False, f"not comparable with champion version {champion.version}: {err}",
-                      comparison="refused")
+        return decide(False, f"not comparable with champion version {champion.version}: {err}", comparison="refused")
     rows, failures = compare_maps(new_maps, champion_maps, tolerance)
     if failures:
         return decide(False, "; ".join(failures) + f" (tolerance {tolerance:g})", comparison=how, rows=rows)
-    return decide(True, f"no worse than champion version {champion.version} by more than {tolerance:g} "
-                        f"mAP at any of its lengths", comparison=how, rows=rows)
+    return decide(
+        True,
+        f"no worse than champion version {champion.version} by more than {tolerance:g} mAP at any of its lengths",
+        comparison=how,
+        rows=rows,
+    )
 
 
 class _NotComparable(Exception):
     """The champion's mAP cannot be had on this version's split."""
 
 
-def _champion_maps(champion, version, topk: int | None, manifest, name: str,
-                   project_root=None) -> tuple[dict[int, float], str]:
+def _champion_maps(
+    champion, version, topk: int | None, manifest, name: str, project_root=None
+) -> tuple[dict[int, float], str]:
     """The champion's mAP per length on this version's split: from its tags when it was evaluated
     on the same split with the same topk, else by re-evaluating it on `manifest`."""
     mine, theirs = version.tags.get(v.TAG_CONTENT_HASH), champion.tags.get(v.TAG_CONTENT_HASH)
@@ -218,9 +263,13 @@ def _champion_maps(champion, version, topk: int | None, manifest, name: str,
     tagged = v.version_maps(champion)
     if mine == theirs and my_topk == their_topk and tagged:
         return tagged, f"same split ({mine}), mAP@{my_topk}"
-    why = (f"the champion was evaluated on split {theirs}, this version on {mine}" if mine != theirs
-           else f"the champion's mAP is @{their_topk}, this version's @{my_topk}" if my_topk != their_topk
-           else "the champion has no mAP tags")
+    why = (
+        f"the champion was evaluated on split {theirs}, this version on {mine}"
+        if mine != theirs
+        else f"the champion's mAP is @{their_topk}, this version's @{my_topk}"
+        if my_topk != their_topk
+        else "the champion has no mAP tags"
+    )
     if manifest is None:
         raise _NotComparable(f"{why}, and no manifest was given to re-evaluate the champion on")
     from nhl.data.manifest import read_manifest
@@ -235,8 +284,7 @@ def _champion_maps(champion, version, topk: int | None, manifest, name: str,
     return maps, f"champion re-evaluated on this version's split ({mine}), mAP@{my_topk}; {why}"
 
 
-def _evaluate_version(name: str, version: str | int, manifest, topk: int | None,
-                      project_root=None) -> dict[int, float]:
+def _evaluate_version(name: str, version: str | int, manifest, topk: int | None, project_root=None) -> dict[int, float]:
     """mAP per length of a registered version on a manifest's query vs database."""
     from nhl.data.dataset import load_split
     from nhl.evaluation import evaluate_model
@@ -245,25 +293,33 @@ def _evaluate_version(name: str, version: str | int, manifest, topk: int | None,
     model, _ = load_model_version(name, version, project_root=project_root)
     query, database = load_split(manifest, "query"), load_split(manifest, "database")
     if query[0][0].shape[0] != model.spec.in_channels:
-        raise ValueError(f"the champion expects {model.spec.in_channels}-channel images, "
-                         f"the manifest has {query[0][0].shape[0]}")
+        raise ValueError(
+            f"the champion expects {model.spec.in_channels}-channel images, the manifest has {query[0][0].shape[0]}"
+        )
     bits, _ = evaluate_model(model, query, database, topk=topk, pr_lengths=())
     return {int(k): float(values["map"]) for k, values in bits.items()}
 
 
 def _record(client, version, decision: PromotionDecision) -> None:
     """Tag the decision on the version and its run; log decision.json and promotion.md to the run."""
-    compared = (f"version {decision.champion_before}" if decision.champion_before is not None else "none")
-    tags = {v.TAG_DECISION: decision.alias, v.TAG_REASON: decision.reason[:4900], v.TAG_COMPARED: compared,
-            v.TAG_TIME: decision.time, v.TAG_TOLERANCE: f"{decision.tolerance:g}"}
+    compared = f"version {decision.champion_before}" if decision.champion_before is not None else "none"
+    tags = {
+        v.TAG_DECISION: decision.alias,
+        v.TAG_REASON: decision.reason[:4900],
+        v.TAG_COMPARED: compared,
+        v.TAG_TIME: decision.time,
+        v.TAG_TOLERANCE: f"{decision.tolerance:g}",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(decision.name, str(version.version), key, str(value))
     client.set_tag(version.run_id, "nhl.registered_model", f"models:/{decision.name}/{version.version}")
     client.set_tag(version.run_id, v.TAG_DECISION, str(decision.alias))
-    client.log_text(version.run_id, json.dumps(decision.to_dict(), indent=2) + "\n",
-                    f"{REPORT_ARTIFACT_DIR}/decision.json")
-    client.log_text(version.run_id, render_report([decision], client.tracking_uri),
-                    f"{REPORT_ARTIFACT_DIR}/promotion.md")
+    client.log_text(
+        version.run_id, json.dumps(decision.to_dict(), indent=2) + "\n", f"{REPORT_ARTIFACT_DIR}/decision.json"
+    )
+    client.log_text(
+        version.run_id, render_report([decision], client.tracking_uri), f"{REPORT_ARTIFACT_DIR}/promotion.md"
+    )
 
 
 def _recorded(version, base: dict) -> PromotionDecision:
@@ -272,11 +328,19 @@ def _recorded(version, base: dict) -> PromotionDecision:
     alias = tags.get(v.TAG_DECISION)
     compared = tags.get(v.TAG_COMPARED, "")
     return PromotionDecision(
-        registered=True, promoted=v.CHAMPION in version.aliases, alias=alias, version=int(version.version),
-        reason=(f"run already registered as version {version.version}; decided {alias} at {tags.get(v.TAG_TIME)} "
-                f"({tags.get(v.TAG_REASON)}); aliases now: {', '.join(sorted(version.aliases)) or 'none'}"),
+        registered=True,
+        promoted=v.CHAMPION in version.aliases,
+        alias=alias,
+        version=int(version.version),
+        reason=(
+            f"run already registered as version {version.version}; decided {alias} at {tags.get(v.TAG_TIME)} "
+            f"({tags.get(v.TAG_REASON)}); aliases now: {', '.join(sorted(version.aliases)) or 'none'}"
+        ),
         champion_before=int(compared.split()[-1]) if compared.startswith("version ") else None,
-        comparison="recorded earlier", reused=True, **base)
+        comparison="recorded earlier",
+        reused=True,
+        **base,
+    )
 
 
 def _get_run(client, run_id: str, model):
@@ -285,8 +349,10 @@ def _get_run(client, run_id: str, model):
     try:
         return client.get_run(run_id)
     except MlflowException:
-        raise ValueError(f"model file {model}: its MLflow run {run_id} is not in {client.tracking_uri} "
-                         f"(another store? set MLFLOW_TRACKING_URI)") from None
+        raise ValueError(
+            f"model file {model}: its MLflow run {run_id} is not in {client.tracking_uri} "
+            f"(another store? set MLFLOW_TRACKING_URI)"
+        ) from None
 
 
 def _new_metrics(metrics, run) -> tuple[dict[str, dict[str, float]], int | None]:
@@ -297,13 +363,16 @@ def _new_metrics(metrics, run) -> tuple[dict[str, dict[str, float]], int | None]
         missing = [k for k in lengths if f"map_{k}" not in found]
         if missing:
             raise ValueError(f"MLflow run {run.info.run_id}: no map metric at {missing} bits: evaluate the model first")
-        bits = {str(k): {name: found[f"{name}_{k}"] for name in v.METRIC_NAMES if f"{name}_{k}" in found}
-                for k in lengths}
+        bits = {
+            str(k): {name: found[f"{name}_{k}"] for name in v.METRIC_NAMES if f"{name}_{k}" in found} for k in lengths
+        }
         return bits, None
     record = _json_input(metrics, "metrics record")
     if record.get("mlflow_run_id") not in (None, run.info.run_id):
-        raise ValueError(f"metrics record of run {record.get('mlflow_run_id')} does not belong to the model's run "
-                         f"{run.info.run_id}: evaluate this model file first")
+        raise ValueError(
+            f"metrics record of run {record.get('mlflow_run_id')} does not belong to the model's run "
+            f"{run.info.run_id}: evaluate this model file first"
+        )
     recorded = record.get("bits")
     if not isinstance(recorded, Mapping) or any("map" not in (recorded.get(str(k)) or {}) for k in lengths):
         raise ValueError(f"metrics record: expected `bits` with a `map` for each of the lengths {lengths}")
@@ -331,8 +400,11 @@ def render_report(decisions: list[PromotionDecision], uri: str | None = None) ->
     """`reports/promotion.md`: per registered model, the decision, its reason and the mAP table."""
     lines = ["# Model promotion", ""]
     if decisions:
-        lines.append(f"Decided {decisions[0].time}; tolerance {decisions[0].tolerance:g} mAP per code length"
-                     + (f"; store `{uri}`" if uri else "") + ".")
+        lines.append(
+            f"Decided {decisions[0].time}; tolerance {decisions[0].tolerance:g} mAP per code length"
+            + (f"; store `{uri}`" if uri else "")
+            + "."
+        )
         lines.append("")
     for d in decisions:
         if not d.registered:
@@ -341,18 +413,27 @@ def render_report(decisions: list[PromotionDecision], uri: str | None = None) ->
             verdict = f"version {d.version} is **champion**"
         else:
             verdict = f"version {d.version} is **{d.alias}** (not promoted)"
-        lines += [f"## {d.name}: {verdict}", "", f"- model: `{d.model_id}`, MLflow run `{d.run_id}`",
-                  f"- reason: {d.reason}",
-                  f"- data: content hash `{d.content_hash}`; validation result `{d.validation_id}`"]
+        lines += [
+            f"## {d.name}: {verdict}",
+            "",
+            f"- model: `{d.model_id}`, MLflow run `{d.run_id}`",
+            f"- reason: {d.reason}",
+            f"- data: content hash `{d.content_hash}`; validation result `{d.validation_id}`",
+        ]
         if d.registered:
             before = f"version {d.champion_before}" if d.champion_before is not None else "none"
             lines.append(f"- champion before: {before}; comparison: {d.comparison}")
         if d.rows:
-            lines += ["", "| bits | this version mAP | champion mAP | difference | within tolerance |",
-                      "|---:|---:|---:|---:|:---:|"]
+            lines += [
+                "",
+                "| bits | this version mAP | champion mAP | difference | within tolerance |",
+                "|---:|---:|---:|---:|:---:|",
+            ]
             for row in d.rows:
-                lines.append(f"| {row.bits} | {_num(row.new_map)} | {_num(row.champion_map)} | "
-                             f"{_num(row.delta, signed=True)} | {'yes' if row.ok else '**no**'} |")
+                lines.append(
+                    f"| {row.bits} | {_num(row.new_map)} | {_num(row.champion_map)} | "
+                    f"{_num(row.delta, signed=True)} | {'yes' if row.ok else '**no**'} |"
+                )
         lines.append("")
     if not decisions:
         lines.append("No model was considered.")
@@ -381,9 +462,15 @@ class Candidate:
     dvc_md5: str | None = None
 
 
-def candidates_from_params(data: Mapping[str, Any], models: Mapping[str, Any], registry: Mapping[str, Any],
-                           root: str | os.PathLike = ".", losses: list[str] | None = None,
-                           model_dir: str = "models", metrics_dir: str = "metrics") -> list[Candidate]:
+def candidates_from_params(
+    data: Mapping[str, Any],
+    models: Mapping[str, Any],
+    registry: Mapping[str, Any],
+    root: str | os.PathLike = ".",
+    losses: list[str] | None = None,
+    model_dir: str = "models",
+    metrics_dir: str = "metrics",
+) -> list[Candidate]:
     """The models to promote: for each loss of `models.losses` (or `losses`), the `registry.variant`
     model (`models/<loss>-<variant>.pt`, `metrics/<loss>-<variant>.json`) under the name
     `registry.name` formats (fields dataset, loss, variant, protocol). The sections are params.yaml's
@@ -404,10 +491,17 @@ def candidates_from_params(data: Mapping[str, Any], models: Mapping[str, Any], r
     found = []
     for loss in chosen:
         mid = model_id(loss, variant)
-        name = model_name(template, dataset=data.get("dataset"), loss=loss, variant=variant,
-                          protocol=data.get("protocol"))
-        found.append(Candidate(name, root / model_dir / f"{mid}.pt", root / metrics_dir / f"{mid}.json",
-                               dvc_split_md5(root / "dvc.lock", mid)))
+        name = model_name(
+            template, dataset=data.get("dataset"), loss=loss, variant=variant, protocol=data.get("protocol")
+        )
+        found.append(
+            Candidate(
+                name,
+                root / model_dir / f"{mid}.pt",
+                root / metrics_dir / f"{mid}.json",
+                dvc_split_md5(root / "dvc.lock", mid),
+            )
+        )
     return found
 
 
@@ -436,10 +530,14 @@ def dvc_split_md5(lock: str | os.PathLike, model_id: str, split_dir: str = "data
     return None
 
 
-def promote_candidates(candidates: list[Candidate], validation: Mapping[str, Any] | str | os.PathLike,
-                       tolerance: float = DEFAULT_TOLERANCE, manifest: str | os.PathLike | None = None,
-                       report: str | os.PathLike | None = None,
-                       project_root: str | os.PathLike | None = None) -> list[PromotionDecision]:
+def promote_candidates(
+    candidates: list[Candidate],
+    validation: Mapping[str, Any] | str | os.PathLike,
+    tolerance: float = DEFAULT_TOLERANCE,
+    manifest: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    project_root: str | os.PathLike | None = None,
+) -> list[PromotionDecision]:
     """Run the gate on each candidate in order; write the report (atomically) when `report` is set."""
     result = _json_input(validation, "validation result")
     decisions = []
@@ -447,8 +545,9 @@ def promote_candidates(candidates: list[Candidate], validation: Mapping[str, Any
         metrics = c.metrics if c.metrics is not None and c.metrics.is_file() else None
         if c.metrics is not None and metrics is None:
             raise FileNotFoundError(f"metrics file {c.metrics} does not exist: evaluate the model first")
-        decisions.append(register_and_promote(c.model, c.name, result, metrics, tolerance, manifest, c.dvc_md5,
-                                              project_root))
+        decisions.append(
+            register_and_promote(c.model, c.name, result, metrics, tolerance, manifest, c.dvc_md5, project_root)
+        )
     if report is not None:
         from nhl.tracking import tracking_uri
 

@@ -34,7 +34,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval_s):
             self.peak_mb = max(self.peak_mb, self._rss_mb())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.start_mb = self.peak_mb = self._rss_mb()
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -63,7 +63,7 @@ class Stopwatch:
         self.seconds = seconds
         self._t0: float | None = None
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._t0 = time.perf_counter()
         return self
 

@@ -47,15 +47,18 @@ def check_inputs(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: 
     _, q_classes = check_labels(query_labels, "query_labels")
     _, d_classes = check_labels(db_labels, "db_labels")
     if query_codes.shape[1] != db_codes.shape[1] or query_codes.shape[1] == 0:
-        raise ValueError(f"query_codes / db_codes: bits differ or are 0 "
-                         f"({query_codes.shape[1]} vs {db_codes.shape[1]})")
+        raise ValueError(
+            f"query_codes / db_codes: bits differ or are 0 ({query_codes.shape[1]} vs {db_codes.shape[1]})"
+        )
     if 0 in (q_classes, d_classes) or (None not in (q_classes, d_classes) and q_classes != d_classes):
-        raise ValueError(f"query_labels / db_labels: number of classes differs or is 0 "
-                         f"({q_classes} vs {d_classes})")
+        raise ValueError(f"query_labels / db_labels: number of classes differs or is 0 ({q_classes} vs {d_classes})")
     if query_codes.shape[0] != query_labels.shape[0] or query_codes.shape[0] == 0:
-        raise ValueError(f"query_codes / query_labels: need the same, non-zero number of rows "
-                         f"({query_codes.shape[0]} vs {query_labels.shape[0]})")
+        raise ValueError(
+            f"query_codes / query_labels: need the same, non-zero number of rows "
+            f"({query_codes.shape[0]} vs {query_labels.shape[0]})"
+        )
     if db_codes.shape[0] != db_labels.shape[0]:
-        raise ValueError(f"db_codes / db_labels: need the same number of rows "
-                         f"({db_codes.shape[0]} vs {db_labels.shape[0]})")
+        raise ValueError(
+            f"db_codes / db_labels: need the same number of rows ({db_codes.shape[0]} vs {db_labels.shape[0]})"
+        )
     return int(query_codes.shape[1])

@@ -31,11 +31,18 @@ def resolve_model(spec: str | os.PathLike, map_location: str = "cpu") -> tuple[A
     from nhl.registry import load_model_version
 
     model, extra = load_model_version(*reference, map_location=map_location)
-    return model, {"spec": str(spec), "path": extra["model_uri"], "model_id": extra["model_id"],
-                   "lengths": model.lengths, "in_channels": model.spec.in_channels,
-                   "input_size": model.spec.input_size, "sha256": extra["sha256"],
-                   "registered_model": extra["registered_model"], "version": extra["version"],
-                   "mlflow_run_id": extra["mlflow_run_id"]}
+    return model, {
+        "spec": str(spec),
+        "path": extra["model_uri"],
+        "model_id": extra["model_id"],
+        "lengths": model.lengths,
+        "in_channels": model.spec.in_channels,
+        "input_size": model.spec.input_size,
+        "sha256": extra["sha256"],
+        "registered_model": extra["registered_model"],
+        "version": extra["version"],
+        "mlflow_run_id": extra["mlflow_run_id"],
+    }
 
 
 def registry_reference(spec: str | os.PathLike) -> tuple[str | None, str] | None:

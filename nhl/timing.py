@@ -16,14 +16,14 @@ import contextlib
 import json
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 ENV = "NHL_TIMINGS"
 
 _phases: dict[str, float] = {}
 _stack: list[str] = []
-_first: float | None = None       # time.time() at the first phase
-_last = time.perf_counter()       # when the innermost open phase (or none) was last charged
+_first: float | None = None  # time.time() at the first phase
+_last = time.perf_counter()  # when the innermost open phase (or none) was last charged
 
 
 def _charge(now: float) -> None:
@@ -64,9 +64,13 @@ def record() -> dict:
     """This process's timings so far (see the module docstring)."""
     now = time.time()
     created = _process_start()
-    return {"stage": os.environ.get("DVC_STAGE", ""), "pid": os.getpid(),
-            "startup": (_first - created) if created is not None and _first is not None else None,
-            "phases": dict(_phases), "life": (now - created) if created is not None else None}
+    return {
+        "stage": os.environ.get("DVC_STAGE", ""),
+        "pid": os.getpid(),
+        "startup": (_first - created) if created is not None and _first is not None else None,
+        "phases": dict(_phases),
+        "life": (now - created) if created is not None else None,
+    }
 
 
 def _write() -> None:
@@ -76,6 +80,6 @@ def _write() -> None:
     line = json.dumps(record()) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())       # one write of a short line: appends from parallel stages don't interleave
+        os.write(fd, line.encode())  # one write of a short line: appends from parallel stages don't interleave
     finally:
         os.close(fd)

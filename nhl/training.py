@@ -13,10 +13,10 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,11 +41,27 @@ CHECKPOINT_FORMAT = "nhl-checkpoint/1"
 
 # Types accepted for each setting when a config comes from a mapping (YAML): a bool is never an int here.
 _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
-    "loss": (str,), "lengths": (list, tuple), "adaptive": (bool,), "distill": (bool,),
-    "distill_weight": (int, float), "beta": (int, float), "faithful": (bool,), "centers": (str,),
-    "loss_params": (dict,), "backbone": (str,), "backbone_params": (dict,), "pretrained": (bool, str),
-    "input_size": (int, type(None)), "epochs": (int,), "batch_size": (int,), "lr": (int, float),
-    "weight_decay": (int, float), "patience": (int,), "eval_every": (int,), "seed": (int,), "device": (str,),
+    "loss": (str,),
+    "lengths": (list, tuple),
+    "adaptive": (bool,),
+    "distill": (bool,),
+    "distill_weight": (int, float),
+    "beta": (int, float),
+    "faithful": (bool,),
+    "centers": (str,),
+    "loss_params": (dict,),
+    "backbone": (str,),
+    "backbone_params": (dict,),
+    "pretrained": (bool, str),
+    "input_size": (int, type(None)),
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (int, float),
+    "weight_decay": (int, float),
+    "patience": (int,),
+    "eval_every": (int,),
+    "seed": (int,),
+    "device": (str,),
     "freeze_backbone": (bool,),
 }
 
@@ -56,24 +72,24 @@ class TrainConfig:
 
     loss: str = "csq"
     lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    adaptive: bool = False          # A: dominance-aware adaptive weighting
-    distill: bool = False           # D: long-short cascade self-distillation
-    distill_weight: float = 1.0     # lambda in L_i + lambda * SP_i
-    beta: float = 1.0               # tolerance of the dominance test
-    faithful: bool = False          # released code's norm choice in the weighting
-    centers: str = "independent"    # or "prefix": prefix-consistent hash centres
+    adaptive: bool = False  # A: dominance-aware adaptive weighting
+    distill: bool = False  # D: long-short cascade self-distillation
+    distill_weight: float = 1.0  # lambda in L_i + lambda * SP_i
+    beta: float = 1.0  # tolerance of the dominance test
+    faithful: bool = False  # released code's norm choice in the weighting
+    centers: str = "independent"  # or "prefix": prefix-consistent hash centres
     loss_params: dict[str, Any] = field(default_factory=dict)
     backbone: str = "smallcnn"
     backbone_params: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str = False
-    input_size: int | None = None   # resize images to this side inside the model (None: keep)
-    freeze_backbone: bool = False   # train the hash head only; the backbone stays as loaded (eval mode)
+    input_size: int | None = None  # resize images to this side inside the model (None: keep)
+    freeze_backbone: bool = False  # train the hash head only; the backbone stays as loaded (eval mode)
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    patience: int = 3               # evaluations without val improvement before stopping
-    eval_every: int = 1             # epochs between val evaluations
+    patience: int = 3  # evaluations without val improvement before stopping
+    eval_every: int = 1  # epochs between val evaluations
     seed: int = 0
     device: str = "auto"
 
@@ -99,7 +115,7 @@ class TrainConfig:
         return {flags: name for name, flags in NESTED_VARIANTS.items()}[(self.adaptive, self.distill)]
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], where: str = "train") -> "TrainConfig":
+    def from_mapping(cls, values: dict[str, Any], where: str = "train") -> TrainConfig:
         """Build from a plain mapping (e.g. a params.yaml section); unknown keys and wrong types
         are one-line errors naming `<where>.<key>`."""
         known = {f.name: f for f in fields(cls)}
@@ -108,7 +124,9 @@ class TrainConfig:
             raise ValueError(f"{where}: unknown setting(s) {unknown}; expected some of {sorted(known)}")
         for key, value in values.items():
             expected = _EXPECTED_TYPES.get(key)
-            if expected and not (isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)):
+            if expected and not (
+                isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+            ):
                 names = " or ".join(t.__name__ for t in expected)
                 raise ValueError(f"{where}.{key}: expected {names}, got {value!r}")
         try:
@@ -194,9 +212,16 @@ def infer_label_shape(dataset: Dataset) -> tuple[int, int]:
 class Trainer:
     """Builds model, objective, optimiser and weighting from a config; runs epochs; checkpoints."""
 
-    def __init__(self, config: TrainConfig, train_set: Dataset, val_set: Dataset, db_set: Dataset,
-                 workdir: str | os.PathLike, progress: bool = True,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_set: Dataset,
+        val_set: Dataset,
+        db_set: Dataset,
+        workdir: str | os.PathLike,
+        progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.config = config
         self.train_set, self.val_set, self.db_set = train_set, val_set, db_set
         self.workdir = Path(workdir)
@@ -209,14 +234,21 @@ class Trainer:
             raise ValueError("val split: expected at least one item for model selection, got an empty split")
 
         seed_everything(config.seed)
-        spec = HasherSpec(config.backbone, in_channels, tuple(config.lengths), dict(config.backbone_params),
-                          config.input_size)
+        spec = HasherSpec(
+            config.backbone, in_channels, tuple(config.lengths), dict(config.backbone_params), config.input_size
+        )
         self.model = Hasher(spec, pretrained=config.pretrained).to(self.device)
         if config.freeze_backbone:
             self.model.backbone.requires_grad_(False)
-        losses = build_length_losses(config.loss, list(config.lengths), num_classes=num_classes,
-                                     num_train=_num_items(train_set), centers=config.centers, seed=config.seed,
-                                     **config.loss_params)
+        losses = build_length_losses(
+            config.loss,
+            list(config.lengths),
+            num_classes=num_classes,
+            num_train=_num_items(train_set),
+            centers=config.centers,
+            seed=config.seed,
+            **config.loss_params,
+        )
         self.objective = NestedObjective(losses, config.distill, config.distill_weight).to(self.device)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -264,8 +296,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
-            "best": {"epoch": self.best_epoch, "score": self.best_score, "bad_evals": self.bad_evals,
-                     "state": self.best_state},
+            "best": {
+                "epoch": self.best_epoch,
+                "score": self.best_score,
+                "bad_evals": self.bad_evals,
+                "state": self.best_state,
+            },
             "train_seconds": self.stopwatch.seconds,
         }
         fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix="last.pt", suffix=".tmp")
@@ -289,8 +325,10 @@ class Trainer:
             raise ValueError(f"checkpoint {path}: not an nhl training checkpoint")
         if payload["config"] != self._config_key():
             changed = sorted(k for k in payload["config"] if payload["config"][k] != self._config_key().get(k))
-            raise ValueError(f"checkpoint {path}: written by a different configuration (differs in {changed}); "
-                             "delete it or use another work directory")
+            raise ValueError(
+                f"checkpoint {path}: written by a different configuration (differs in {changed}); "
+                "delete it or use another work directory"
+            )
         self.model.load_state_dict(payload["model"])
         self.objective.load_state_dict(payload["objective"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -310,8 +348,9 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         """This process's share of the epoch's seeded global batches (see `GlobalBatchSampler`)."""
-        sampler = GlobalBatchSampler(_num_items(self.train_set), self.config.batch_size, self.config.seed,
-                                     self.dist.rank, self.dist.world_size)
+        sampler = GlobalBatchSampler(
+            _num_items(self.train_set), self.config.batch_size, self.config.seed, self.dist.rank, self.dist.world_size
+        )
         sampler.set_epoch(self.epoch)
         return DataLoader(self.train_set, batch_sampler=sampler)
 
@@ -323,8 +362,9 @@ class Trainer:
         # those same objectives down to the head weight only (see AdaptiveWeighting.from_objectives).
         objectives = self.objective(outputs, labels, index)
         if self.weighting is not None and n > 1:
-            weights = self.weighting.from_objectives(self.model.head.linear.weight, objectives,
-                                                     [u.shape[1] for u in outputs])
+            weights = self.weighting.from_objectives(
+                self.model.head.linear.weight, objectives, [u.shape[1] for u in outputs]
+            )
         else:
             weights = torch.ones(n, device=features.device)
         total = sum(w * obj for w, obj in zip(weights.to(features.device), objectives, strict=True))
@@ -339,25 +379,37 @@ class Trainer:
 
         self.model.train()
         if self.config.freeze_backbone:
-            self.model.backbone.eval()   # frozen: batch-norm statistics stay as loaded too
+            self.model.backbone.eval()  # frozen: batch-norm statistics stay as loaded too
         loader = self._train_loader()
         losses = []
-        bar = tqdm(loader, desc=f"{self.config.loss} {self.config.mode} epoch {self.epoch + 1}/{self.config.epochs}",
-                   leave=False, disable=not (self.progress and self.dist.is_main), unit="batch")
+        bar = tqdm(
+            loader,
+            desc=f"{self.config.loss} {self.config.mode} epoch {self.epoch + 1}/{self.config.epochs}",
+            leave=False,
+            disable=not (self.progress and self.dist.is_main),
+            unit="batch",
+        )
         with self.stopwatch:
             for step, (images, labels, index) in enumerate(bar):
                 images, labels, index = images.to(self.device), labels.to(self.device).float(), index.to(self.device)
                 loss, _ = self.train_step(images, labels, index)
                 if not math.isfinite(loss):
-                    kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"
-                            if self.checkpoint_path.exists() else "no checkpoint was written")
+                    kept = (
+                        f"the last good checkpoint is kept at {self.checkpoint_path}"
+                        if self.checkpoint_path.exists()
+                        else "no checkpoint was written"
+                    )
                     raise FloatingPointError(
                         f"loss {self.config.loss} became {loss} at epoch {self.epoch + 1}, step {step + 1} "
-                        f"(check train.lr and losses.{self.config.loss}); {kept}")
+                        f"(check train.lr and losses.{self.config.loss}); {kept}"
+                    )
                 losses.append(loss)
                 bar.set_postfix(loss=f"{loss:.4f}")
-        record: dict[str, Any] = {"epoch": self.epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                                  "train_seconds": self.stopwatch.seconds}
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_seconds": self.stopwatch.seconds,
+        }
         if self.weighting is not None:
             summary = self.weighting.epoch_summary()
             self.weighting.reset()
@@ -371,8 +423,10 @@ class Trainer:
 
         query_codes, query_labels = encode_split_labels(self.model, self._loader(self.val_set), self.device)
         db_codes, db_labels = encode_split_labels(self.model, self._loader(self.db_set), self.device)
-        return {k: float(mean_average_precision(query_codes[:, :k], query_labels, db_codes[:, :k], db_labels))
-                for k in self.config.lengths}
+        return {
+            k: float(mean_average_precision(query_codes[:, :k], query_labels, db_codes[:, :k], db_labels))
+            for k in self.config.lengths
+        }
 
     # -- one validation decision for every process (torchrun) -----------------------------------
     def agreed_evaluate(self) -> dict[int, float]:
@@ -413,10 +467,17 @@ class Trainer:
                     self.on_epoch(record)
         self.model.load_state_dict(self.best_state)
         self.model.eval()
-        return TrainResult(model=self.model, best_epoch=self.best_epoch, best_score=self.best_score,
-                           epochs_run=self.epoch, history=self.history, train_seconds=self.stopwatch.seconds,
-                           peak_memory_mb=memory.peak_mb, peak_memory_delta_mb=memory.delta_mb,
-                           cuda_peak_memory_mb=memory.cuda_peak_mb)
+        return TrainResult(
+            model=self.model,
+            best_epoch=self.best_epoch,
+            best_score=self.best_score,
+            epochs_run=self.epoch,
+            history=self.history,
+            train_seconds=self.stopwatch.seconds,
+            peak_memory_mb=memory.peak_mb,
+            peak_memory_delta_mb=memory.delta_mb,
+            cuda_peak_memory_mb=memory.cuda_peak_mb,
+        )
 
     def _stopped_early(self) -> bool:
         return self.bad_evals >= self.config.patience
@@ -430,9 +491,16 @@ def encode_split_labels(model: Hasher, loader: DataLoader, device: torch.device)
     return codes, (compact() if compact is not None else labels)
 
 
-def train_model(config: TrainConfig, train_set: Dataset, val_set: Dataset, db_set: Dataset,
-                workdir: str | os.PathLike, resume: bool = False, progress: bool = True,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def train_model(
+    config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+    db_set: Dataset,
+    workdir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train one model (baseline or nested) and return the checkpoint selected on the val split."""
     trainer = Trainer(config, train_set, val_set, db_set, workdir, progress=progress, on_epoch=on_epoch)
     return trainer.fit(resume=resume)

@@ -44,8 +44,8 @@ def parse_variant(name: str, lengths: list[int]) -> Variant:
         adaptive, distill = NESTED_VARIANTS[name]
         return Variant(name, tuple(lengths), adaptive, distill)
     prefix = "baseline-"
-    if name.startswith(prefix) and name[len(prefix):].isdigit():
-        bits = int(name[len(prefix):])
+    if name.startswith(prefix) and name[len(prefix) :].isdigit():
+        bits = int(name[len(prefix) :])
         if bits not in lengths:
             raise ValueError(f"variant {name!r}: {bits} bits is not one of the configured lengths {lengths}")
         return Variant(name, (bits,), False, False)

@@ -9,7 +9,7 @@ lengths are capped by the adjacent one; w_j is the product of its alphas, normal
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -29,14 +29,17 @@ def _shared_rows(grads: Sequence[torch.Tensor], lengths: list[int]) -> tuple[lis
     for i, (g, k) in enumerate(zip(grads, lengths, strict=True)):
         g = g.detach().reshape(-1).double()
         if g.numel() not in (k * d, k_max * d):
-            raise ValueError(f"grads[{i}]: expected {k * d} ({k} rows) or {k_max * d} ({k_max} rows) "
-                             f"values of a {d}-wide weight, got {g.numel()}")
+            raise ValueError(
+                f"grads[{i}]: expected {k * d} ({k} rows) or {k_max * d} ({k_max} rows) "
+                f"values of a {d}-wide weight, got {g.numel()}"
+            )
         flat.append(g[: k * d])
     return flat, d
 
 
-def dominance_weights(grads: Sequence[torch.Tensor], lengths: Sequence[int], beta: float = 1.0,
-                      faithful: bool = False) -> torch.Tensor:
+def dominance_weights(
+    grads: Sequence[torch.Tensor], lengths: Sequence[int], beta: float = 1.0, faithful: bool = False
+) -> torch.Tensor:
     """Per-length loss weights `[n]` (sum n, detached) from the head-weight gradients.
 
     grads[i]: the row-major head-weight gradient of length i's objective, either its first
@@ -106,18 +109,24 @@ class AdaptiveWeighting:
         self.faithful = bool(faithful)
         self.reset()
 
-    def compute(self, head: nn.Module, detached_features: torch.Tensor,
-                objective_fn: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]) -> torch.Tensor:
+    def compute(
+        self,
+        head: nn.Module,
+        detached_features: torch.Tensor,
+        objective_fn: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]],
+    ) -> torch.Tensor:
         with torch.enable_grad():
             outputs = head(detached_features.detach())
             objectives = list(objective_fn(outputs))
             if len(objectives) != len(outputs):
-                raise ValueError(f"objective_fn: expected {len(outputs)} objectives (one per length), "
-                                 f"got {len(objectives)}")
+                raise ValueError(
+                    f"objective_fn: expected {len(outputs)} objectives (one per length), got {len(objectives)}"
+                )
             return self.from_objectives(head.linear.weight, objectives, [o.shape[1] for o in outputs])
 
-    def from_objectives(self, head_weight: nn.Parameter, objectives: Sequence[torch.Tensor],
-                        lengths: Sequence[int]) -> torch.Tensor:
+    def from_objectives(
+        self, head_weight: nn.Parameter, objectives: Sequence[torch.Tensor], lengths: Sequence[int]
+    ) -> torch.Tensor:
         """The weights from objectives already computed on the training step's own graph.
 
         This is how the training loop calls it: the objectives of the real forward pass are probed
@@ -143,9 +152,11 @@ class AdaptiveWeighting:
         With no step recorded the means are empty and the fraction is NaN."""
         if self._steps == 0 or self._weight_sum is None:  # both or neither: set together by _record
             return {"steps": 0, "mean_weights": [], "reduced_fraction": float("nan")}
-        return {"steps": self._steps,
-                "mean_weights": (self._weight_sum / self._steps).tolist(),
-                "reduced_fraction": self._reduced_steps / self._steps}
+        return {
+            "steps": self._steps,
+            "mean_weights": (self._weight_sum / self._steps).tolist(),
+            "reduced_fraction": self._reduced_steps / self._steps,
+        }
 
     def reset(self) -> None:
         self._weight_sum = None

@@ -28,9 +28,18 @@ from typing import Any
 
 import yaml
 
-PAPER_TIER = "paper"               # the tier of the paper's own protocol: its report is linked from the others
-REPORT_KEYS = ("baseline_setting", "centres_setting", "faithful_setting", "confidence", "resamples",
-               "bootstrap_seed", "alpha", "speedup_claim", "gain_claim_percent")
+PAPER_TIER = "paper"  # the tier of the paper's own protocol: its report is linked from the others
+REPORT_KEYS = (
+    "baseline_setting",
+    "centres_setting",
+    "faithful_setting",
+    "confidence",
+    "resamples",
+    "bootstrap_seed",
+    "alpha",
+    "speedup_claim",
+    "gain_claim_percent",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,24 +48,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tier = parser.add_mutually_exclusive_group()
     tier.add_argument("--tier", help="a tier of the plan file (`tiers:`), e.g. quick or paper")
     tier.add_argument("--quick", action="store_const", const="quick", dest="tier", help="same as --tier quick")
-    parser.add_argument("--cells", metavar="PATTERN",
-                        help="run (or collect) only cells whose id matches, e.g. 'mnist5k-s0-*'; the report "
-                             "still covers every cell of the plan that has been collected")
+    parser.add_argument(
+        "--cells",
+        metavar="PATTERN",
+        help="run (or collect) only cells whose id matches, e.g. 'mnist5k-s0-*'; the report "
+        "still covers every cell of the plan that has been collected",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the plan, its commands and cost; run nothing")
     mode.add_argument("--no-run", action="store_true", help="start no experiment: collect those that exist, report")
     mode.add_argument("--report-only", action="store_true", help="only re-render the report from --runs-dir")
-    parser.add_argument("--rev", metavar="COMMIT",
-                        help="with --no-run: collect the experiments made on this commit instead of HEAD (e.g. "
-                             "after committing the report, whose commit has no experiments of its own)")
-    parser.add_argument("--force", action="store_true",
-                        help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)")
+    parser.add_argument(
+        "--rev",
+        metavar="COMMIT",
+        help="with --no-run: collect the experiments made on this commit instead of HEAD (e.g. "
+        "after committing the report, whose commit has no experiments of its own)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)",
+    )
     parser.add_argument("--runs-dir", type=Path, help="collected cells (default: <out-dir>/runs)")
-    parser.add_argument("--out", type=Path, help="the markdown report (default: reports/claims.md, and "
-                                                 "reports/claims-<tier>.md for a tier, so tiers never overwrite "
-                                                 "each other's report or runs)")
-    parser.add_argument("--out-dir", type=Path, help="claims.json and figures/ (default: the report's path "
-                                                     "without .md)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the markdown report (default: reports/claims.md, and "
+        "reports/claims-<tier>.md for a tier, so tiers never overwrite "
+        "each other's report or runs)",
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, help="claims.json and figures/ (default: the report's path without .md)"
+    )
     args = parser.parse_args(argv)
     stem = report_stem(args.tier)
     args.out = args.out or stem.with_suffix(".md")
@@ -89,7 +112,7 @@ def load_plan(path: Path, tier: str | None) -> tuple[dict[str, Any], list, dict[
         raise ValueError(f"{path}: no `experiment` section")
     experiment = merge_tier(raw["experiment"], raw.get("tiers"), tier)
     for loss in experiment.get("losses") or []:
-        get_loss_class(loss)                    # unknown loss: one line listing the known ones
+        get_loss_class(loss)  # unknown loss: one line listing the known ones
     cells = plan_cells(experiment, lambda loss: bool(get_loss_class(loss).uses_centers))
     report = _section(raw, "report", path)
     unknown = sorted(set(report) - set(REPORT_KEYS))
@@ -118,13 +141,18 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
     for cell in cells:
         models.setdefault(cell.setting, {"losses": cell.losses, "variants": cell.variants})
     options = dict(report)
-    for key in ("centres_setting", "faithful_setting"):      # not planned (e.g. a tier without it): no comparison
+    for key in ("centres_setting", "faithful_setting"):  # not planned (e.g. a tier without it): no comparison
         if options.get(key) is not None and options[key] not in models:
             options[key] = None
     if "speedup_claim" in options:
         options["speedup_claim"] = tuple(float(x) for x in options["speedup_claim"])
-    return ClaimsSpec(datasets=tuple(dict.fromkeys(c.dataset for c in cells)),
-                      seeds=tuple(dict.fromkeys(c.seed for c in cells)), lengths=lengths, models=models, **options)
+    return ClaimsSpec(
+        datasets=tuple(dict.fromkeys(c.dataset for c in cells)),
+        seeds=tuple(dict.fromkeys(c.seed for c in cells)),
+        lengths=lengths,
+        models=models,
+        **options,
+    )
 
 
 def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
@@ -148,14 +176,20 @@ def print_plan(cells: list, prefix: str, cost: dict[str, Any]) -> None:
         print(f"NHL_PIPELINE_RUN={name} PYTHONPATH=. " + shlex.join(["dvc", *dvc_command(cell, name)[3:]]))
     models = sum(len(c.model_ids) for c in cells)
     seconds = estimate_seconds(cells, cost)
-    estimate = (f"about {seconds / 3600:.1f} h on the machine the plan's `cost` was measured on"
-                if seconds is not None else "unknown (the plan's `cost` has no seconds per model for a dataset)")
-    print(f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models already in the "
-          "run cache take seconds")
+    estimate = (
+        f"about {seconds / 3600:.1f} h on the machine the plan's `cost` was measured on"
+        if seconds is not None
+        else "unknown (the plan's `cost` has no seconds per model for a dataset)"
+    )
+    print(
+        f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models already in the "
+        "run cache take seconds"
+    )
 
 
-def run_and_collect(cells: list, prefix: str, runs_dir: Path, force: bool, no_run: bool,
-                    rev: str | None = None) -> tuple[list[str], str]:
+def run_and_collect(
+    cells: list, prefix: str, runs_dir: Path, force: bool, no_run: bool, rev: str | None = None
+) -> tuple[list[str], str]:
     """Run the cells that have no experiment yet, collect every finished one; (failed names, baseline).
 
     The experiments are those made on `rev` (a commit; HEAD when None)."""
@@ -169,8 +203,11 @@ def run_and_collect(cells: list, prefix: str, runs_dir: Path, force: bool, no_ru
     machine = describe_machine()
     untracked = untracked_code(root)
     if untracked and not no_run:
-        print(f"claims: warning: {len(untracked)} untracked file(s) under nhl/ or pipelines/ (e.g. {untracked[0]}) "
-              "are not copied into the experiments; commit or `git add` them", file=sys.stderr)
+        print(
+            f"claims: warning: {len(untracked)} untracked file(s) under nhl/ or pipelines/ (e.g. {untracked[0]}) "
+            "are not copied into the experiments; commit or `git add` them",
+            file=sys.stderr,
+        )
     existing = experiment_refs(root, baseline)
     failed = []
     for i, cell in enumerate(cells, start=1):
@@ -209,20 +246,29 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         spec = claims_spec(experiment, cells, report, code_lengths(cells))
         failed, baseline = [], None
-        if not args.report_only:        # the report covers the whole plan; --cells only limits what runs
+        if not args.report_only:  # the report covers the whole plan; --cells only limits what runs
             failed, baseline = run_and_collect(chosen, prefix, args.runs_dir, args.force, args.no_run, args.rev)
         command = f"python pipelines/claims.py --params {args.params}" + (f" --tier {args.tier}" if args.tier else "")
-        settings = {name: (body or {}).get("overrides") or {} for name, body in experiment["settings"].items()
-                    if name in spec.models}
-        header = {"command": command, "baseline_rev": baseline, "tier": args.tier, "settings": settings,
-                  "common": {k: v for k, v in cells[0].overrides.items() if k in (experiment.get("common") or {})},
-                  "failed": failed}
+        settings = {
+            name: (body or {}).get("overrides") or {}
+            for name, body in experiment["settings"].items()
+            if name in spec.models
+        }
+        header = {
+            "command": command,
+            "baseline_rev": baseline,
+            "tier": args.tier,
+            "settings": settings,
+            "common": {k: v for k, v in cells[0].overrides.items() if k in (experiment.get("common") or {})},
+            "failed": failed,
+        }
         paper = report_stem(PAPER_TIER).with_suffix(".md")
         if args.tier != PAPER_TIER and paper.is_file():
             header["paper_report"] = Path(os.path.relpath(paper, args.out.parent)).as_posix()
-        claims = build_claims(args.runs_dir, spec, [c.cell_id for c in cells], {c.cell_id: c.digest for c in cells},
-                              header)
-        if baseline is None:      # --report-only: the commit the collected experiments branched from
+        claims = build_claims(
+            args.runs_dir, spec, [c.cell_id for c in cells], {c.cell_id: c.digest for c in cells}, header
+        )
+        if baseline is None:  # --report-only: the commit the collected experiments branched from
             revs = sorted({c["baseline_rev"] for c in claims.data["cells"] if c.get("baseline_rev")})
             claims.data["header"]["baseline_rev"] = ", ".join(revs) or None
         paths = write_claims(claims, args.out, args.out_dir)
@@ -232,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     for verdict in claims.data["verdicts"]:
         print(f"claims: {verdict['dataset']}: {verdict['verdict']:>8}: {verdict['statement']}")
     models = claims.data["models"]
-    print(f"claims: {models['found']} of {models['expected']} models -> {paths['markdown']}"
-          + (f"; failed experiments: {', '.join(failed)}" if failed else ""))
+    print(
+        f"claims: {models['found']} of {models['expected']} models -> {paths['markdown']}"
+        + (f"; failed experiments: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

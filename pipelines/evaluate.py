@@ -17,10 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from nhl.orchestration import stage_error
-
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
+from nhl.orchestration import stage_error
 from nhl.timing import phase
 
 
@@ -30,10 +29,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="a model file written by the train stage")
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory")
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"), help="where <model_id>.json goes")
-    parser.add_argument("--plots-dir", type=Path, default=Path("plots"),
-                        help="where pr/<model_id>.csv and history/<model_id>.json go")
-    parser.add_argument("--features", type=Path, default=None,
-                        help="cached features (the features stage's output), used for frozen-backbone models")
+    parser.add_argument(
+        "--plots-dir", type=Path, default=Path("plots"), help="where pr/<model_id>.csv and history/<model_id>.json go"
+    )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="cached features (the features stage's output), used for frozen-backbone models",
+    )
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     return parser.parse_args(argv)
 
@@ -52,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"evaluate.topk: expected a positive integer or null (whole database), got {topk!r}")
         pr_lengths = tuple(section.get("pr_lengths", (16, 64)))
         for option, folder in (("--metrics-dir", args.metrics_dir), ("--plots-dir", args.plots_dir)):
-            check_output_dir(folder, option)   # before any work, so no file of the three is written alone
-        record, rows, history = evaluate_file(args.model, args.manifest, topk=topk, pr_lengths=pr_lengths,
-                                              features=args.features)
+            check_output_dir(folder, option)  # before any work, so no file of the three is written alone
+        record, rows, history = evaluate_file(
+            args.model, args.manifest, topk=topk, pr_lengths=pr_lengths, features=args.features
+        )
         model_id = record["model_id"]
         with phase("outputs"):
             atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
@@ -65,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 from nhl.data.manifest import read_manifest
                 from nhl.tracking.evaluations import log_evaluation
 
-                log_evaluation(record, args.metrics_dir / f"{model_id}.json", read_manifest(args.manifest)[1],
-                               args.manifest)
+                log_evaluation(
+                    record, args.metrics_dir / f"{model_id}.json", read_manifest(args.manifest)[1], args.manifest
+                )
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(stage_error("evaluate", err), file=sys.stderr)
         return 2
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+    from nhl.timing import phase  # where the stage's time goes: bench/pipeline_cost.py
 
     with phase("other"):
         sys.exit(main())

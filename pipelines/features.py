@@ -22,9 +22,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file with a `train` section")
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory")
-    parser.add_argument("--out", type=Path, default=Path("data/features"), help="feature directory (default: %(default)s)")
-    parser.add_argument("--cache", type=Path, default=Path("data/cache/features"),
-                        help="features kept by key across settings (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/features"), help="feature directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("data/cache/features"),
+        help="features kept by key across settings (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -40,15 +46,26 @@ def main(argv: list[str] | None = None) -> int:
             write_disabled(args.out)
             print(f"features: train.freeze_backbone is off (full fine-tuning): nothing to cache -> {args.out}")
             return 0
-        meta = build_features(args.manifest, args.out, config.backbone, config.backbone_params, config.pretrained,
-                              config.input_size, seed=config.seed, batch_size=config.batch_size,
-                              cache_dir=args.cache, device=str(resolve_device(config.device)))
+        meta = build_features(
+            args.manifest,
+            args.out,
+            config.backbone,
+            config.backbone_params,
+            config.pretrained,
+            config.input_size,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            cache_dir=args.cache,
+            device=str(resolve_device(config.device)),
+        )
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(f"features: error: {err}", file=sys.stderr)
         return 2
     how = "reused from the cache" if meta["reused"] else "computed"
-    print(f"features: {config.backbone} ({meta['weights']}, input {config.input_size}): {meta['feature_dim']}-d "
-          f"features of every split {how} in {meta['seconds']:.1f} s [{meta['key']}] -> {args.out}")
+    print(
+        f"features: {config.backbone} ({meta['weights']}, input {config.input_size}): {meta['feature_dim']}-d "
+        f"features of every split {how} in {meta['seconds']:.1f} s [{meta['key']}] -> {args.out}"
+    )
     return 0
 
 

@@ -13,12 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
+
 from nhl import atomic
 from nhl.data.raw import save_source
 from nhl.data.sources import load
 from nhl.orchestration import stage_error
-
-from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+    from nhl.timing import phase  # where the stage's time goes: bench/pipeline_cost.py
 
     with phase("data"):
         sys.exit(main())

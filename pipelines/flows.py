@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from _params import read_section  # pipelines/ is on sys.path when this file is run or loaded by Prefect
 from prefect import flow, task
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -31,8 +33,6 @@ from nhl.orchestration import (
     stage_names,
     validation_summary,
 )
-
-from _params import read_section  # pipelines/ is on sys.path when this file is run or loaded by Prefect
 
 PROJECT = Path(__file__).resolve().parents[1]
 RETRIES = 2
@@ -84,7 +84,7 @@ def data(project: str) -> list[str]:
 def validate(project: str) -> tuple[list[str], dict]:
     """Stage validate; returns the stages DVC ran and the verdict's summary, or raises
     `ValidationFailed` naming the failed checks."""
-    started = time.time() - 1.0   # file times may be coarser than the clock
+    started = time.time() - 1.0  # file times may be coarser than the clock
     try:
         ran = repro(["validate"], project, _env(), _log()).ran
     except StageFailed:
@@ -110,11 +110,11 @@ def report(project: str) -> list[str]:
     return repro([], project, _env(), _log()).ran
 
 
-@task(name="promote")   # no retries: a bad-input error is permanent, and a rerun is safe anyway
+@task(name="promote")  # no retries: a bad-input error is permanent, and a rerun is safe anyway
 def promote(project: str) -> list[dict]:
     """Last task: register each `registry.variant` model and run the promotion gate
     (writes reports/promotion.md; says why a model was not promoted)."""
-    from promote import promote_project      # pipelines/promote.py
+    from promote import promote_project  # pipelines/promote.py
 
     decisions = promote_project(project)
     for decision in decisions:
@@ -163,7 +163,9 @@ def schedule_settings(params: Path) -> tuple[str, str]:
     try:
         ZoneInfo(timezone)
     except (TypeError, ValueError, ZoneInfoNotFoundError):
-        raise ValueError(f"{params}: schedule.timezone: expected an IANA name such as 'UTC', got {timezone!r}") from None
+        raise ValueError(
+            f"{params}: schedule.timezone: expected an IANA name such as 'UTC', got {timezone!r}"
+        ) from None
     return cron, timezone
 
 
@@ -181,9 +183,13 @@ def deployment(project: str | Path | None = None, name: str = DEPLOYMENT_NAME):
         schedule = Cron(cron, timezone=timezone)
     except ValueError as err:
         raise ValueError(f"{root / 'params.yaml'}: schedule.cron: {str(err).splitlines()[0]}") from None
-    return retrain.to_deployment(name=name, schedule=schedule, parameters={"project": str(root)},
-                                 description=f"Reproduce the DVC pipeline of {root} ({cron}, {timezone}).",
-                                 tags=["nhl"])
+    return retrain.to_deployment(
+        name=name,
+        schedule=schedule,
+        parameters={"project": str(root)},
+        description=f"Reproduce the DVC pipeline of {root} ({cron}, {timezone}).",
+        tags=["nhl"],
+    )
 
 
 if __name__ == "__main__":

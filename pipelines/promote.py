@@ -17,17 +17,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from nhl.orchestration import stage_error
-
 from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs (and in the flow)
+
+from nhl.orchestration import stage_error
 
 REPORT = Path("reports/promotion.md")
 VALIDATION = Path("reports/validation/result.json")
 MANIFEST = Path("data/splits")
 
 
-def promote_project(project: str | Path, params: str | Path | None = None, losses: list[str] | None = None,
-                    report: str | Path | None = None) -> list:
+def promote_project(
+    project: str | Path,
+    params: str | Path | None = None,
+    losses: list[str] | None = None,
+    report: str | Path | None = None,
+) -> list:
     """Run the gate for a project directory (paths relative to it); returns the decisions
     (`nhl.promotion.PromotionDecision`, `.summary()` / `.to_dict()` for logs and flow results)."""
     from nhl.promotion import candidates_from_params, promote_candidates
@@ -41,15 +45,24 @@ def promote_project(project: str | Path, params: str | Path | None = None, losse
         raise ValueError(f"registry.tolerance: expected a number >= 0, got {tolerance!r}")
     candidates = candidates_from_params(data, models, registry, root, losses)
     manifest = root / MANIFEST
-    return promote_candidates(candidates, root / VALIDATION, float(tolerance),
-                              manifest if manifest.is_dir() else None,
-                              Path(report) if report is not None else root / REPORT, project_root=root)
+    return promote_candidates(
+        candidates,
+        root / VALIDATION,
+        float(tolerance),
+        manifest if manifest.is_dir() else None,
+        Path(report) if report is not None else root / REPORT,
+        project_root=root,
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None,
-                        help="params file (`data`, `models`, `registry`; default: <project>/params.yaml)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params file (`data`, `models`, `registry`; default: <project>/params.yaml)",
+    )
     parser.add_argument("--project", type=Path, default=Path("."), help="project directory (default: %(default)s)")
     parser.add_argument("--loss", action="append", help="only this loss's model (repeatable)")
     return parser.parse_args(argv)

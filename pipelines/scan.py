@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
+
 from nhl import atomic
 from nhl.data.filesource import tree_hash
-
-from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,13 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
+
 from nhl import atomic
 from nhl.data.manifest import write_manifest
 from nhl.data.raw import load_source
 from nhl.data.splits import get_protocol, make_split
 from nhl.orchestration import stage_error
-
-from _params import read_section  # pipelines/ is sys.path[0] when a stage script runs
 
 OVERRIDES = ("query", "train", "val", "train_in_database", "per_class")
 
@@ -28,8 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file with a `data` section")
     parser.add_argument("--raw", type=Path, required=True, help="raw directory written by the fetch stage")
-    parser.add_argument("--out", type=Path, default=Path("data/splits"),
-                        help="manifest directory (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/splits"), help="manifest directory (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nhl.timing import phase   # where the stage's time goes: bench/pipeline_cost.py
+    from nhl.timing import phase  # where the stage's time goes: bench/pipeline_cost.py
 
     with phase("data"):
         sys.exit(main())

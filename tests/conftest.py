@@ -33,13 +33,15 @@ def digits_splits() -> DigitsSplits:
 
     source = load("digits")
     frame, meta = make_split(source, get_protocol("digits"), seed=0)
-    parts = {name: load_split(frame, name, source=source.images, num_classes=source.num_classes)
-             for name in ("train", "val", "query", "database")}
+    parts = {
+        name: load_split(frame, name, source=source.images, num_classes=source.num_classes)
+        for name in ("train", "val", "query", "database")
+    }
     return DigitsSplits(frame=frame, images=source.images, num_classes=source.num_classes, **parts)
 
 
 @pytest.fixture(scope="session")
-def digits_manifest_dir(tmp_path_factory) -> "os.PathLike":
+def digits_manifest_dir(tmp_path_factory) -> os.PathLike:
     """A digits split on disk, as the fetch and split stages write it: raw/ and splits/ directories."""
     from nhl.data.manifest import write_manifest
     from nhl.data.raw import save_source

@@ -43,28 +43,28 @@ def test_sign_test_matches_the_binomial_sum(wins, losses, ties):
     result = sign_test(diffs)
     assert (result.wins, result.losses, result.ties) == (wins, losses, ties)
     n, k = wins + losses, min(wins, losses)
-    by_hand = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    by_hand = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
     assert result.p_value == pytest.approx(by_hand, rel=1e-12)
     if n:
         assert result.p_value == pytest.approx(binomtest(wins, n, 0.5).pvalue, rel=1e-9)
 
 
 def test_sign_test_known_value():
-    assert sign_test([1.0] * 9 + [-1.0]).p_value == pytest.approx(22 / 1024)   # 2 (C(10,0) + C(10,1)) / 2^10
+    assert sign_test([1.0] * 9 + [-1.0]).p_value == pytest.approx(22 / 1024)  # 2 (C(10,0) + C(10,1)) / 2^10
 
 
 def test_bootstrap_is_reproducible_and_covers_the_true_mean():
     rng = np.random.default_rng(7)
     baseline = rng.uniform(0.4, 0.8, 40)
     noise = rng.normal(0.0, 0.01, 40)
-    variant = baseline + 0.02 + (noise - noise.mean())        # constructed: true mean difference 2 points
+    variant = baseline + 0.02 + (noise - noise.mean())  # constructed: true mean difference 2 points
     diffs = 100 * (variant - baseline)
     first = bootstrap_mean_ci(diffs, 0.95, 4000, seed=3)
     assert first == bootstrap_mean_ci(diffs, 0.95, 4000, seed=3)
     assert first != bootstrap_mean_ci(diffs, 0.95, 4000, seed=4)
     low, high = first
     assert low < 2.0 < high and low < diffs.mean() < high
-    se = diffs.std(ddof=1) / math.sqrt(diffs.size)             # the normal interval's width, as a scale check
+    se = diffs.std(ddof=1) / math.sqrt(diffs.size)  # the normal interval's width, as a scale check
     assert high - low == pytest.approx(2 * 1.96 * se, rel=0.2)
     assert bootstrap_mean_ci([], seed=0) == (None, None)
     assert bootstrap_mean_ci([1.5], seed=0) == (1.5, 1.5)
@@ -87,7 +87,7 @@ def test_quality_verdicts_on_constructed_cases():
     mixed = summarise([2.0, -1.5, 1.0, -0.5, 1.5, -1.0, 0.5, -0.5], resamples=2000).as_dict()
     loss = summarise([-2.0, -1.0, -3.0, 0.5, -2.5, -1.5], resamples=2000).as_dict()
     assert quality_verdict(win, 0.0) == HOLDS
-    assert quality_verdict(win, 5.0) == PARTLY                 # a real gain, but below the claimed size
+    assert quality_verdict(win, 5.0) == PARTLY  # a real gain, but below the claimed size
     assert quality_verdict(mixed, 0.0) == PARTLY
     assert quality_verdict(loss, 0.0) == DOES_NOT
     assert quality_verdict(summarise([]).as_dict()) == NO_DATA
@@ -113,7 +113,7 @@ def test_hydra_values():
 def test_plan_of_the_claims_file():
     raw = _plan_file()
     cells = plan_cells(raw["experiment"], lambda loss: loss in CENTRE_LOSSES)
-    assert len(cells) == 2 * 3 * 3                             # datasets x seeds x settings
+    assert len(cells) == 2 * 3 * 3  # datasets x seeds x settings
     per_setting = {c.setting: len(c.model_ids) for c in cells}
     assert per_setting == {"default": 6 * 9, "prefix": 4 * 4, "faithful": 6}
     assert sum(len(c.model_ids) for c in cells) == 2 * 3 * (54 + 16 + 6)
@@ -126,11 +126,16 @@ def test_plan_of_the_claims_file():
     assert default.overrides["losses.dsh"] == {} and default.overrides["losses.csq.quant_weight"] == 0.0001
     args = default.set_param_args()
     assert args[::2] == ["-S"] * len(default.overrides)
-    assert "++models.variants=[baseline-8,baseline-16,baseline-32,baseline-64,baseline-128,nhl-noA-noD,nhl-A," \
-           "nhl-D,nhl-full]" in args and "++data.query=50" in args and "++losses.dsh={}" in args
+    assert (
+        "++models.variants=[baseline-8,baseline-16,baseline-32,baseline-64,baseline-128,nhl-noA-noD,nhl-A,"
+        "nhl-D,nhl-full]"
+        in args
+        and "++data.query=50" in args
+        and "++losses.dsh={}" in args
+    )
     quick = plan_cells(merge_tier(raw["experiment"], raw["tiers"], "quick"), lambda loss: loss in CENTRE_LOSSES)
     assert len(quick) == 6 and sum(len(c.model_ids) for c in quick) == 2 * (27 + 8 + 3)
-    assert quick[0].digest != default.digest                    # another plan: another experiment name
+    assert quick[0].digest != default.digest  # another plan: another experiment name
 
 
 def test_centre_losses_agree_with_the_registry():
@@ -158,24 +163,32 @@ def _baseline_map(loss: str, seed: int, bits: int) -> float:
 
 
 def _mixed(seed: int, i: int) -> float:
-    return 0.02 if (seed * 5 + i) % 2 == 0 else -0.01          # dsh nhl-full: 8 of 15 pairs up, 7 down
+    return 0.02 if (seed * 5 + i) % 2 == 0 else -0.01  # dsh nhl-full: 8 of 15 pairs up, 7 down
 
 
 # offset of each nested model from the baseline of the same loss, seed and length (mAP units)
 OFFSETS = {
-    ("default", "csq", "nhl-noA-noD"): lambda s, i: -0.02, ("default", "csq", "nhl-A"): lambda s, i: 0.01,
-    ("default", "csq", "nhl-D"): lambda s, i: -0.01, ("default", "csq", "nhl-full"): lambda s, i: 0.05,
-    ("default", "dsh", "nhl-noA-noD"): lambda s, i: 0.0, ("default", "dsh", "nhl-D"): lambda s, i: 0.0,
+    ("default", "csq", "nhl-noA-noD"): lambda s, i: -0.02,
+    ("default", "csq", "nhl-A"): lambda s, i: 0.01,
+    ("default", "csq", "nhl-D"): lambda s, i: -0.01,
+    ("default", "csq", "nhl-full"): lambda s, i: 0.05,
+    ("default", "dsh", "nhl-noA-noD"): lambda s, i: 0.0,
+    ("default", "dsh", "nhl-D"): lambda s, i: 0.0,
     ("default", "dsh", "nhl-full"): _mixed,
-    ("prefix", "csq", "nhl-full"): lambda s, i: 0.06,         # 1 point above independent centres
-    ("faithful", "csq", "nhl-full"): lambda s, i: 0.07,       # the released weighting: 2 points better
+    ("prefix", "csq", "nhl-full"): lambda s, i: 0.06,  # 1 point above independent centres
+    ("faithful", "csq", "nhl-full"): lambda s, i: 0.07,  # the released weighting: 2 points better
     ("faithful", "dsh", "nhl-full"): lambda s, i: _mixed(s, i) + 0.02,
 }
 SECONDS = {"baseline": 20.0, "nhl-noA-noD": 24.0, "nhl-A": 26.4, "nhl-D": 25.2, "nhl-full": 30.0}
-MISSING = {("default", "dsh", "nhl-A", s) for s in SEEDS} | {("default", "dsh", "baseline-32", 2),
-                                                            ("faithful", "dsh", "nhl-full", 1)}
-SETTINGS = {"default": (["csq", "dsh"], BASELINES + NESTED), "prefix": (["csq"], ["nhl-full"]),
-            "faithful": (["csq", "dsh"], ["nhl-full"])}
+MISSING = {("default", "dsh", "nhl-A", s) for s in SEEDS} | {
+    ("default", "dsh", "baseline-32", 2),
+    ("faithful", "dsh", "nhl-full", 1),
+}
+SETTINGS = {
+    "default": (["csq", "dsh"], BASELINES + NESTED),
+    "prefix": (["csq"], ["nhl-full"]),
+    "faithful": (["csq", "dsh"], ["nhl-full"]),
+}
 
 
 def _map(setting: str, loss: str, variant: str, seed: int, bits: int) -> float:
@@ -188,24 +201,46 @@ def _record(setting: str, loss: str, variant: str, seed: int) -> dict:
     lengths = [int(variant.split("-")[1])] if variant.startswith("baseline") else LENGTHS
     seconds = SECONDS["baseline" if variant.startswith("baseline") else variant]
     bits = {str(k): {"map": _map(setting, loss, variant, seed, k), "p_at_100": 0.5, "p_at_r2": 0.4} for k in lengths}
-    return {"model_id": f"{loss}-{variant}", "loss": loss, "variant": variant,
-            "mode": "baseline" if len(lengths) == 1 else variant, "lengths": lengths, "topk": None, "bits": bits,
-            "train_seconds": seconds, "peak_memory_mb": 900.0 + len(lengths), "epochs": 6, "best_epoch": 5,
-            "seconds_per_epoch": seconds / 6, "mlflow_run_id": f"run-{setting}-{seed}-{loss}-{variant}",
-            "source": {"model_md5": f"md5-{loss}-{variant}"}}
+    return {
+        "model_id": f"{loss}-{variant}",
+        "loss": loss,
+        "variant": variant,
+        "mode": "baseline" if len(lengths) == 1 else variant,
+        "lengths": lengths,
+        "topk": None,
+        "bits": bits,
+        "train_seconds": seconds,
+        "peak_memory_mb": 900.0 + len(lengths),
+        "epochs": 6,
+        "best_epoch": 5,
+        "seconds_per_epoch": seconds / 6,
+        "mlflow_run_id": f"run-{setting}-{seed}-{loss}-{variant}",
+        "source": {"model_md5": f"md5-{loss}-{variant}"},
+    }
 
 
 def _write_runs(runs: Path, digests: dict[str, str] | None = None) -> list[str]:
     ids = []
     for setting, (losses, variants) in SETTINGS.items():
         for seed in SEEDS:
-            records = [_record(setting, loss, v, seed) for loss in losses for v in variants
-                       if (setting, loss, v, seed) not in MISSING]
-            meta = {"cell_id": f"toy-s{seed}-{setting}", "dataset": "toy", "seed": seed, "setting": setting,
-                    "experiment": f"claims-toy-s{seed}-{setting}-abcd0123", "rev": f"{seed}{setting}".ljust(40, "0"),
-                    "baseline_rev": "f" * 40, "digest": (digests or {}).get(f"toy-s{seed}-{setting}", "abcd0123"),
-                    "models_expected": len(losses) * len(variants),
-                    "machine": "2 CPU cores (Toy CPU), no CUDA GPU" if seed < 2 else None}
+            records = [
+                _record(setting, loss, v, seed)
+                for loss in losses
+                for v in variants
+                if (setting, loss, v, seed) not in MISSING
+            ]
+            meta = {
+                "cell_id": f"toy-s{seed}-{setting}",
+                "dataset": "toy",
+                "seed": seed,
+                "setting": setting,
+                "experiment": f"claims-toy-s{seed}-{setting}-abcd0123",
+                "rev": f"{seed}{setting}".ljust(40, "0"),
+                "baseline_rev": "f" * 40,
+                "digest": (digests or {}).get(f"toy-s{seed}-{setting}", "abcd0123"),
+                "models_expected": len(losses) * len(variants),
+                "machine": "2 CPU cores (Toy CPU), no CUDA GPU" if seed < 2 else None,
+            }
             write_cell(runs, meta, records, {"dvc.lock": "schema: '2.0'\n"})
             ids.append(meta["cell_id"])
     return ids
@@ -213,8 +248,9 @@ def _write_runs(runs: Path, digests: dict[str, str] | None = None) -> list[str]:
 
 def _spec(**extra) -> ClaimsSpec:
     models = {s: {"losses": tuple(losses), "variants": tuple(v)} for s, (losses, v) in SETTINGS.items()}
-    return ClaimsSpec(datasets=("toy",), seeds=tuple(SEEDS), lengths=tuple(LENGTHS), models=models,
-                      resamples=2000, **extra)
+    return ClaimsSpec(
+        datasets=("toy",), seeds=tuple(SEEDS), lengths=tuple(LENGTHS), models=models, resamples=2000, **extra
+    )
 
 
 @pytest.fixture()
@@ -246,7 +282,7 @@ def test_quality_tables_match_the_construction(report):
     assert cell["mean"] == pytest.approx(np.mean(values)) and cell["std"] == pytest.approx(np.std(values, ddof=1))
     assert cell["diff"]["mean"] == pytest.approx(5.0)
     dsh = {(r["setting"], r["variant"]): r for r in section["losses"]["dsh"]["rows"]}
-    assert dsh[("default", "baseline")]["cells"]["32"]["n"] == 2            # one baseline missing
+    assert dsh[("default", "baseline")]["cells"]["32"]["n"] == 2  # one baseline missing
     assert all(c["mean"] is None for c in dsh[("default", "nhl-A")]["cells"].values())
     # pooled nhl-full vs baselines, points and relative %, against plain loops
     pooled = next(r for r in section["pooled"] if (r["setting"], r["variant"]) == ("default", "nhl-full"))
@@ -273,8 +309,17 @@ def test_comparisons_cost_and_verdicts(report):
     assert cost["variants"]["nhl-A"]["epoch_overhead_percent"]["mean"] == pytest.approx(10.0)
     assert section["losses"]["dsh"]["cost"]["baselines"]["seeds_complete"] == [0, 1]
     verdicts = {c["id"]: c["verdict"] for c in section["claims"]}
-    assert verdicts == {"time": PARTLY, "gain": HOLDS, "gain:prefix": HOLDS, "losses": PARTLY, "lengths": PARTLY,
-                        "A": HOLDS, "D": HOLDS, "centres:nhl-full": HOLDS, "faithful:nhl-full": DOES_NOT}
+    assert verdicts == {
+        "time": PARTLY,
+        "gain": HOLDS,
+        "gain:prefix": HOLDS,
+        "losses": PARTLY,
+        "lengths": PARTLY,
+        "A": HOLDS,
+        "D": HOLDS,
+        "centres:nhl-full": HOLDS,
+        "faithful:nhl-full": DOES_NOT,
+    }
     prefix_gain = next(c for c in section["claims"] if c["id"] == "gain:prefix")["numbers"]["points"]
     pairs = _pairs(("prefix", "nhl-full"), ("default", "base"), ["csq"])
     assert prefix_gain["n"] == len(pairs) == 15
@@ -285,10 +330,9 @@ def test_comparisons_cost_and_verdicts(report):
 
 
 def test_markdown_shows_missing_cells_and_provenance(report, tmp_path):
-    paths = write_claims(ClaimsReport(report), tmp_path / "reports" / "claims.md",
-                         tmp_path / "reports" / "claims")
+    paths = write_claims(ClaimsReport(report), tmp_path / "reports" / "claims.md", tmp_path / "reports" / "claims")
     text = paths["markdown"].read_text()
-    dsh = text[text.index("#### dsh"):text.index("#### All losses")]
+    dsh = text[text.index("#### dsh") : text.index("#### All losses")]
     row = next(line for line in dsh.splitlines() if line.startswith("| nhl-A |"))
     assert row.count("—") >= len(LENGTHS)
     assert "| **partly** |" in text and "| **does not** |" in text
@@ -307,32 +351,37 @@ def test_weak_baselines_are_flagged_in_the_report(report):
         nested = {"variant": "nhl-full", "cells": {str(k): {"mean": 0.99} for k in LENGTHS}}  # not a baseline
         return [base, nested]
 
-    quality = {"csq": rows(0.80, 0.90, 0.92, None, 0.91), "dsh": rows(0.30, 0.33, 0.36, 0.35, 0.34),
-               "dpn": rows(0.50, 0.47, None, None, None), "new": [rows(None)[0]]}
+    quality = {
+        "csq": rows(0.80, 0.90, 0.92, None, 0.91),
+        "dsh": rows(0.30, 0.33, 0.36, 0.35, 0.34),
+        "dpn": rows(0.50, 0.47, None, None, None),
+        "new": [rows(None)[0]],
+    }
     weak = weak_baselines(quality)
     assert weak == {"losses": {"dsh": 0.36}, "best_loss": "csq", "best_map": 0.92, "fraction": 0.5}  # 0.50 >= 0.46
     assert weak_baselines({})["losses"] == {}
-    assert report["datasets"]["toy"]["weak_baselines"]["losses"] == {}          # toy losses are close
+    assert report["datasets"]["toy"]["weak_baselines"]["losses"] == {}  # toy losses are close
     assert "Caution:" not in render(report)
     flagged = json.loads(json.dumps(report))
     flagged["datasets"]["toy"]["weak_baselines"] = weak
-    assert ("Caution: the separately trained models of dsh (0.360) reach less than 50% of the best loss's mAP "
-            "(csq: 0.920)") in render(flagged)
+    assert (
+        "Caution: the separately trained models of dsh (0.360) reach less than 50% of the best loss's mAP (csq: 0.920)"
+    ) in render(flagged)
 
 
 def test_markdown_names_the_machine_and_the_paper_protocol(report, tmp_path):
     from nhl.claims.markdown import PAPER_COMMANDS, render
 
     text = render(report)
-    assert "| machine | 2 CPU cores (Toy CPU), no CUDA GPU |" in text        # seed-2 cells: none recorded
-    paper = text[text.index("## The paper's protocol"):text.index("## Provenance")]
+    assert "| machine | 2 CPU cores (Toy CPU), no CUDA GPU |" in text  # seed-2 cells: none recorded
+    paper = text[text.index("## The paper's protocol") : text.index("## Provenance")]
     assert "Not run for this report" in paper and "had no GPU" in paper
     assert all(command in paper for command in PAPER_COMMANDS) and "Its last report" not in paper
     gpu = json.loads(json.dumps(report))
     for cell in gpu["cells"]:
         cell["machine"] = "16 CPU cores, GPU NVIDIA H100; torch 2.14.1"
     gpu["header"]["paper_report"] = "claims-paper.md"
-    paper = render(gpu)[render(gpu).index("## The paper's protocol"):]
+    paper = render(gpu)[render(gpu).index("## The paper's protocol") :]
     assert "not part of this plan" in paper and "[claims-paper.md](claims-paper.md)" in paper
     gpu["spec"]["datasets"] = ["cifar10"]
     assert "The cifar10 section above is the paper's protocol" in render(gpu)
@@ -358,7 +407,7 @@ def test_write_is_atomic(report, tmp_path, monkeypatch):
 
 def test_stale_cells_are_left_out(tmp_path):
     ids = _write_runs(tmp_path / "runs")
-    digests = {cell_id: "abcd0123" for cell_id in ids} | {"toy-s1-prefix": "99999999"}
+    digests = dict.fromkeys(ids, "abcd0123") | {"toy-s1-prefix": "99999999"}
     data = build_claims(tmp_path / "runs", _spec(), ids + ["toy-s9-default"], digests).data
     assert any("toy-s1-prefix" in note and "left out" in note for note in data["notes"])
     assert any(note == "toy-s9-default: not collected" for note in data["notes"])
@@ -375,11 +424,16 @@ def test_records_round_trip_through_comparison_json(tmp_path):
 
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    originals = [_record("default", loss, v, 0) for loss in ("csq", "dsh") for v in BASELINES + NESTED
-                 if ("default", loss, v, 0) not in MISSING]
+    originals = [
+        _record("default", loss, v, 0)
+        for loss in ("csq", "dsh")
+        for v in BASELINES + NESTED
+        if ("default", loss, v, 0) not in MISSING
+    ]
     for record in originals:
-        (metrics / f"{record['model_id']}.json").write_text(json.dumps({k: v for k, v in record.items()
-                                                                        if k != "source"}))
+        (metrics / f"{record['model_id']}.json").write_text(
+            json.dumps({k: v for k, v in record.items() if k != "source"})
+        )
     data = build_report(metrics, tmp_path / "plots", losses=["csq", "dsh"], variants=BASELINES + NESTED).data
     rebuilt = {r["model_id"]: r for r in records_from_comparison(data)}
     assert set(rebuilt) == {r["model_id"] for r in originals}
@@ -393,9 +447,17 @@ def test_records_round_trip_through_comparison_json(tmp_path):
 def test_collect_cell_from_an_experiment_commit(tmp_path):
     from nhl.report import build_report
 
-    cell = plan_cells({"datasets": {"toy": {"data.dataset": "toy"}}, "seeds": [1], "losses": ["csq"],
-                       "loss_params": {"csq": {}}, "common": {"train.epochs": 2},
-                       "settings": {"default": {"variants": ["baseline-16", "nhl-full"]}}}, lambda loss: True)[0]
+    cell = plan_cells(
+        {
+            "datasets": {"toy": {"data.dataset": "toy"}},
+            "seeds": [1],
+            "losses": ["csq"],
+            "loss_params": {"csq": {}},
+            "common": {"train.epochs": 2},
+            "settings": {"default": {"variants": ["baseline-16", "nhl-full"]}},
+        },
+        lambda loss: True,
+    )[0]
     repo = tmp_path / "repo"
     (repo / "metrics").mkdir(parents=True)
     for v in cell.variants:
@@ -403,16 +465,22 @@ def test_collect_cell_from_an_experiment_commit(tmp_path):
         record.pop("source")
         (repo / "metrics" / f"csq-{v}.json").write_text(json.dumps(record))
     quoted = {"data": {"dataset": "toy"}, "train": {"epochs": 2, "seed": 1}, "losses": {"csq": {}}}
-    data = build_report(repo / "metrics", repo / "plots", losses=["csq"], variants=list(cell.variants),
-                        params=quoted).data
+    data = build_report(
+        repo / "metrics", repo / "plots", losses=["csq"], variants=list(cell.variants), params=quoted
+    ).data
     (repo / "reports").mkdir()
     (repo / "reports" / "comparison.json").write_text(json.dumps(data))
-    lock = {"schema": "2.0", "stages": {f"train@csq-{v}": {"outs": [{"path": f"models/csq-{v}.pt", "md5": f"m{i}"}]}
-                                        for i, v in enumerate(cell.variants)}}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            f"train@csq-{v}": {"outs": [{"path": f"models/csq-{v}.pt", "md5": f"m{i}"}]}
+            for i, v in enumerate(cell.variants)
+        },
+    }
     lock["stages"]["evaluate@csq-nhl-full"] = {"outs": [{"path": "metrics/csq-nhl-full.json", "md5": "e1"}]}
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock))
     (repo / "params.yaml").write_text("train: {seed: 1}\n")
-    (repo / ".gitignore").write_text("/metrics/\n")              # as in this project: not in the commit
+    (repo / ".gitignore").write_text("/metrics/\n")  # as in this project: not in the commit
     _git(tmp_path, "init", "-q", str(repo))
     _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "baseline")
     baseline = _git(repo, "rev-parse", "HEAD")
@@ -422,7 +490,7 @@ def test_collect_cell_from_an_experiment_commit(tmp_path):
     name = cell.experiment_name("claims")
     _git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}", rev)
     assert experiment_refs(repo, baseline) == {name: rev}
-    assert head_commit(repo) == rev and head_commit(repo, baseline[:8]) == baseline     # --rev resolves the same
+    assert head_commit(repo) == rev and head_commit(repo, baseline[:8]) == baseline  # --rev resolves the same
     with pytest.raises(ValueError, match="git rev-parse --verify"):
         head_commit(repo, "no-such-commit")
     assert locked_md5((repo / "dvc.lock").read_text())["models/csq-nhl-full.pt"] == "m1"
@@ -434,8 +502,13 @@ def test_collect_cell_from_an_experiment_commit(tmp_path):
     full = collected.results["csq-nhl-full"]
     assert full.bits[32]["map"] == pytest.approx(_map("default", "csq", "nhl-full", 1, 32))
     assert full.mlflow_run_id == "run-default-1-csq-nhl-full"
-    assert collected.sources["csq-nhl-full"] == {"experiment": name, "rev": rev, "from": "reports/comparison.json",
-                                                 "model_md5": "m1", "metrics_md5": "e1"}
+    assert collected.sources["csq-nhl-full"] == {
+        "experiment": name,
+        "rev": rev,
+        "from": "reports/comparison.json",
+        "model_md5": "m1",
+        "metrics_md5": "e1",
+    }
     assert (folder / "dvc.lock").read_text() == (repo / "dvc.lock").read_text()
 
     stale = Cell(cell.dataset, 2, cell.setting, cell.losses, cell.variants, {**cell.overrides, "train.seed": 2})
@@ -462,36 +535,62 @@ def test_driver_dry_run_prints_plan_and_cost(capsys):
 
 
 def test_driver_report_only(tmp_path, capsys):
-    plan = {"experiment": {"prefix": "claims", "datasets": {"toy": {}}, "seeds": SEEDS, "losses": ["csq", "dsh"],
-                           "loss_params": {"csq": {}, "dsh": {}}, "common": {"train.lengths": LENGTHS},
-                           "settings": {s: {"variants": v, **({"centre_losses_only": True} if s == "prefix" else {})}
-                                        for s, (_, v) in SETTINGS.items()}},
-            "report": {"resamples": 500}}
+    plan = {
+        "experiment": {
+            "prefix": "claims",
+            "datasets": {"toy": {}},
+            "seeds": SEEDS,
+            "losses": ["csq", "dsh"],
+            "loss_params": {"csq": {}, "dsh": {}},
+            "common": {"train.lengths": LENGTHS},
+            "settings": {
+                s: {"variants": v, **({"centre_losses_only": True} if s == "prefix" else {})}
+                for s, (_, v) in SETTINGS.items()
+            },
+        },
+        "report": {"resamples": 500},
+    }
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
     driver = _driver()
     _, cells, _, _ = driver.load_plan(tmp_path / "plan.yaml", None)
     assert {(c.setting, c.losses) for c in cells} == {(s, tuple(losses)) for s, (losses, _) in SETTINGS.items()}
     runs = tmp_path / "runs"
     _write_runs(runs, {c.cell_id: c.digest for c in cells})
-    args = ["--params", str(tmp_path / "plan.yaml"), "--report-only", "--runs-dir", str(runs),
-            "--out", str(tmp_path / "out" / "claims.md"), "--out-dir", str(tmp_path / "out" / "claims")]
+    args = [
+        "--params",
+        str(tmp_path / "plan.yaml"),
+        "--report-only",
+        "--runs-dir",
+        str(runs),
+        "--out",
+        str(tmp_path / "out" / "claims.md"),
+        "--out-dir",
+        str(tmp_path / "out" / "claims"),
+    ]
     assert driver.main(args) == 0
     out = capsys.readouterr().out
     assert "toy: does not: The corrected weighting" in out and f"{3 * 21 - len(MISSING)} of 63 models" in out
     text = (tmp_path / "out" / "claims.md").read_text()
-    assert "`" + "f" * 40 + "`" in text and "note:" not in text       # baseline commit from the cells; none left out
+    assert "`" + "f" * 40 + "`" in text and "note:" not in text  # baseline commit from the cells; none left out
 
 
 def test_driver_paths_per_tier_and_rev_rule(tmp_path, capsys):
     driver = _driver()
     full, quick = driver.parse_args([]), driver.parse_args(["--quick"])
-    assert (full.out, full.out_dir, full.runs_dir) == (Path("reports/claims.md"), Path("reports/claims"),
-                                                       Path("reports/claims/runs"))
-    assert (quick.out, quick.out_dir, quick.runs_dir) == (Path("reports/claims-quick.md"),
-                                                          Path("reports/claims-quick"),
-                                                          Path("reports/claims-quick/runs"))
+    assert (full.out, full.out_dir, full.runs_dir) == (
+        Path("reports/claims.md"),
+        Path("reports/claims"),
+        Path("reports/claims/runs"),
+    )
+    assert (quick.out, quick.out_dir, quick.runs_dir) == (
+        Path("reports/claims-quick.md"),
+        Path("reports/claims-quick"),
+        Path("reports/claims-quick/runs"),
+    )
     mine = driver.parse_args(["--tier", "paper", "--out-dir", str(tmp_path / "x")])
     assert mine.out == Path("reports/claims-paper.md") and mine.runs_dir == tmp_path / "x" / "runs"
     assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--rev", "HEAD~1"]) == 2
-    assert capsys.readouterr().err.strip() == "claims: error: --rev: only with --no-run (new experiments always " \
-                                              "branch from HEAD)"
+    assert (
+        capsys.readouterr().err.strip() == "claims: error: --rev: only with --no-run (new experiments always "
+        "branch from HEAD)"
+    )

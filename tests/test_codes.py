@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nhl.codes import CODES_FORMAT, Codes, encode_batches, file_sha256, load_codes, model_from_file, save_codes
-from nhl.serving import resolve_model
 from nhl.models.hasher import Hasher, HasherSpec, save_hasher
+from nhl.serving import resolve_model
 
 
 def random_codes(n: int, bits: int, seed: int = 0) -> np.ndarray:
@@ -41,7 +41,7 @@ def test_round_trip_keeps_codes_ids_names_labels_and_model(tmp_path, bits):
     loaded = load_codes(tmp_path / "c.npz")
     assert loaded.bits == bits and len(loaded) == 7
     np.testing.assert_array_equal(loaded.codes(), codes)
-    np.testing.assert_array_equal(loaded.codes(bits // 2 or 1), codes[:, :bits // 2 or 1])
+    np.testing.assert_array_equal(loaded.codes(bits // 2 or 1), codes[:, : bits // 2 or 1])
     np.testing.assert_array_equal(loaded.ids, ids)
     assert list(loaded.names) == [f"img{i}.png" for i in range(7)]
     np.testing.assert_array_equal(loaded.labels, labels)
@@ -61,11 +61,12 @@ def test_save_is_atomic_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
+
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         save_codes(path, Codes.from_codes(random_codes(5, 8, seed=1)))
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]   # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temp file left
 
 
 def test_bad_fields_are_one_line_errors():
@@ -93,8 +94,14 @@ def test_load_errors_name_the_file_and_field(tmp_path):
     np.savez(tmp_path / "partial.npz", format=np.array(CODES_FORMAT), packed=np.zeros((1, 1), np.uint8))
     with pytest.raises(ValueError, match=r"partial.npz: missing field\(s\) \['ids', 'bits', 'model'\]"):
         load_codes(tmp_path / "partial.npz")
-    np.savez(tmp_path / "wide.npz", format=np.array(CODES_FORMAT), packed=np.zeros((1, 2), np.uint8),
-             ids=np.array([0]), bits=np.array(64), model=np.array(json.dumps({})))
+    np.savez(
+        tmp_path / "wide.npz",
+        format=np.array(CODES_FORMAT),
+        packed=np.zeros((1, 2), np.uint8),
+        ids=np.array([0]),
+        bits=np.array(64),
+        model=np.array(json.dumps({})),
+    )
     with pytest.raises(ValueError, match="wide.npz: packed: expected uint8 \\[N, 8\\] for 64-bit codes"):
         load_codes(tmp_path / "wide.npz")
 
@@ -112,7 +119,7 @@ def test_resolve_model_and_encode_batches(tmp_path):
     packed = encode_batches(loaded, [images[:3], images[3:]])
     with torch.no_grad():
         raw = loaded.head.linear(loaded.features(images))
-    expected = np.where(raw.numpy() >= 0, 1, -1)                    # sign, 0 -> +1
+    expected = np.where(raw.numpy() >= 0, 1, -1)  # sign, 0 -> +1
     np.testing.assert_array_equal(packed, reference_pack(expected))
     with pytest.raises(FileNotFoundError, match="model file .*missing.pt does not exist"):
         resolve_model(tmp_path / "missing.pt")
@@ -122,7 +129,7 @@ def test_resolve_model_and_encode_batches(tmp_path):
 
 def test_codes_file_has_no_pickles(tmp_path):
     save_codes(tmp_path / "c.npz", Codes.from_codes(random_codes(2, 8), model={"a": 1}, names=["x", "y"]))
-    with np.load(tmp_path / "c.npz", allow_pickle=False) as data:   # would raise on object arrays
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as data:  # would raise on object arrays
         assert set(data.files) == {"format", "packed", "ids", "bits", "model", "names"}
 
 

@@ -56,7 +56,8 @@ def test_terms_per_length_and_the_one_length_case():
     outs = [torch.from_numpy(rng.normal(size=(3, k))) for k in (2, 3, 5)]
     terms = cascade_terms(outs)
     assert [t.item() for t in terms] == pytest.approx(
-        [reference_sp(outs[0].numpy(), outs[1].numpy()), reference_sp(outs[1].numpy(), outs[2].numpy()), 0.0])
+        [reference_sp(outs[0].numpy(), outs[1].numpy()), reference_sp(outs[1].numpy(), outs[2].numpy()), 0.0]
+    )
     single = cascade_distillation([torch.randn(3, 4)])
     assert single.dim() == 0 and single.item() == 0.0
     with pytest.raises(ValueError, match="at least one"):

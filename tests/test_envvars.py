@@ -15,7 +15,7 @@ def test_keep_environ_restores_set_and_unset_names(monkeypatch):
     with keep_environ("NHL_T_SET", "NHL_T_UNSET"):
         os.environ["NHL_T_SET"] = "inside"
         os.environ["NHL_T_UNSET"] = "inside"
-        os.environ["NHL_T_OTHER"] = "kept"            # not protected: stays
+        os.environ["NHL_T_OTHER"] = "kept"  # not protected: stays
     assert os.environ["NHL_T_SET"] == "before" and "NHL_T_UNSET" not in os.environ
     assert os.environ.pop("NHL_T_OTHER") == "kept"
 

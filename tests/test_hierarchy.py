@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from nhl.hierarchy import (Hierarchy, flat_hierarchy, hierarchical_precision_curves, load_hierarchy,
-                           mean_average_hierarchical_precision, resolve_hierarchy, shipped_hierarchies)
+from nhl.hierarchy import (
+    Hierarchy,
+    flat_hierarchy,
+    hierarchical_precision_curves,
+    load_hierarchy,
+    mean_average_hierarchical_precision,
+    resolve_hierarchy,
+    shipped_hierarchies,
+)
 
 # CIFAR-100's meta file: fine_label_names (index order) and the fine -> coarse index of its coarse labels.
 CIFAR100_FINE = (
@@ -24,12 +31,110 @@ CIFAR100_FINE = (
     "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
     "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
     "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
-    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
 CIFAR100_COARSE_OF_FINE = [
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15, 3, 15,
-    0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
-    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19, 5, 5, 8, 19,
-    18, 1, 2, 15, 6, 0, 17, 8, 14, 13]
+    4,
+    1,
+    14,
+    8,
+    0,
+    6,
+    7,
+    7,
+    18,
+    3,
+    3,
+    14,
+    9,
+    18,
+    7,
+    11,
+    3,
+    9,
+    7,
+    11,
+    6,
+    11,
+    5,
+    10,
+    7,
+    6,
+    13,
+    15,
+    3,
+    15,
+    0,
+    11,
+    1,
+    10,
+    12,
+    14,
+    16,
+    9,
+    11,
+    5,
+    5,
+    19,
+    8,
+    8,
+    15,
+    13,
+    14,
+    17,
+    18,
+    10,
+    16,
+    4,
+    17,
+    4,
+    2,
+    0,
+    17,
+    4,
+    18,
+    17,
+    10,
+    3,
+    2,
+    12,
+    12,
+    16,
+    12,
+    1,
+    9,
+    19,
+    2,
+    10,
+    0,
+    1,
+    16,
+    12,
+    9,
+    13,
+    15,
+    13,
+    16,
+    19,
+    2,
+    4,
+    6,
+    19,
+    5,
+    5,
+    8,
+    19,
+    18,
+    1,
+    2,
+    15,
+    6,
+    0,
+    17,
+    8,
+    14,
+    13,
+]
 
 
 def two_level_distance(groups) -> np.ndarray:
@@ -63,8 +168,18 @@ def test_cifar10_and_digits_hierarchies():
     assert np.array_equal(h.distance(), two_level_distance(vehicle))
     d = load_hierarchy("digits")
     assert d.classes == tuple(str(i) for i in range(10))
-    groups = {"0": "loops", "6": "loops", "8": "loops", "9": "loops", "1": "strokes", "4": "strokes",
-              "7": "strokes", "2": "curves", "3": "curves", "5": "curves"}
+    groups = {
+        "0": "loops",
+        "6": "loops",
+        "8": "loops",
+        "9": "loops",
+        "1": "strokes",
+        "4": "strokes",
+        "7": "strokes",
+        "2": "curves",
+        "3": "curves",
+        "5": "curves",
+    }
     assert np.array_equal(d.distance(), two_level_distance([groups[str(i)] for i in range(10)]))
     assert np.allclose(d.similarity(), 1 - d.distance())
 
@@ -74,8 +189,9 @@ def test_unbalanced_tree_uses_lcs_height_over_root_height(tmp_path):
     path.write_text("name: toy\nclasses:\n  a: [x, y]\n  b: [x, y]\n  c: [y]\n  d: []\n  e:\n")
     h = load_hierarchy(path)
     # heights: leaves 0, x 1, y 2, root 3
-    expected = np.array([[0, 1 / 3, 2 / 3, 1, 1], [1 / 3, 0, 2 / 3, 1, 1], [2 / 3, 2 / 3, 0, 1, 1],
-                         [1, 1, 1, 0, 1], [1, 1, 1, 1, 0]])
+    expected = np.array(
+        [[0, 1 / 3, 2 / 3, 1, 1], [1 / 3, 0, 2 / 3, 1, 1], [2 / 3, 2 / 3, 0, 1, 1], [1, 1, 1, 0, 1], [1, 1, 1, 1, 0]]
+    )
     assert h.classes == ("a", "b", "c", "d", "e") and np.allclose(h.distance(), expected)
     assert np.array_equal(flat_hierarchy(3).distance(), 1 - np.eye(3))
 
@@ -83,14 +199,22 @@ def test_unbalanced_tree_uses_lcs_height_over_root_height(tmp_path):
 def test_bad_hierarchies_are_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file.*shipped: cifar10"):
         load_hierarchy(tmp_path / "missing.yaml")
-    cases = {"two_parents": "classes:\n  a: [x, y]\n  b: [x, z]\n",
-             "class_inner": "classes:\n  a: [b]\n  b: []\n",
-             "no_classes": "name: x\n",
-             "bad_chain": "classes:\n  a: {p: 1}\n",
-             "unknown_key": "classes:\n  a: []\nparents: {}\n",
-             "bad_yaml": "classes: [a\n"}
-    messages = {"two_parents": "two parents", "class_inner": "classes must be leaves", "no_classes": "'classes'",
-                "bad_chain": "list of ancestor names", "unknown_key": "unknown key", "bad_yaml": "not valid YAML"}
+    cases = {
+        "two_parents": "classes:\n  a: [x, y]\n  b: [x, z]\n",
+        "class_inner": "classes:\n  a: [b]\n  b: []\n",
+        "no_classes": "name: x\n",
+        "bad_chain": "classes:\n  a: {p: 1}\n",
+        "unknown_key": "classes:\n  a: []\nparents: {}\n",
+        "bad_yaml": "classes: [a\n",
+    }
+    messages = {
+        "two_parents": "two parents",
+        "class_inner": "classes must be leaves",
+        "no_classes": "'classes'",
+        "bad_chain": "list of ancestor names",
+        "unknown_key": "unknown key",
+        "bad_yaml": "not valid YAML",
+    }
     for name, text in cases.items():
         path = tmp_path / f"{name}.yaml"
         path.write_text(text)
@@ -105,6 +229,7 @@ def test_bad_hierarchies_are_one_line_errors(tmp_path):
 
 # ---------------------------------------------------------------- mAHP
 
+
 def brute_force_ahp(qc, ql, dc, dl, class_sim, k, trapezoid=False):
     """Per query: rank by (Hamming distance, database position); hP@i by explicit sums; AHP by the
     rectangle (or trapezoid) rule over i = 1..K."""
@@ -112,9 +237,11 @@ def brute_force_ahp(qc, ql, dc, dl, class_sim, k, trapezoid=False):
     n = len(dc)
     k = n if k is None else min(k, n)
     for q in range(len(qc)):
+
         def sim(j, q=q):
             pairs = [class_sim[a, b] for a in np.flatnonzero(ql[q]) for b in np.flatnonzero(dl[j])]
             return max(pairs) if pairs else 0.0
+
         dist = [int(sum(1 for x, y in zip(qc[q], dc[j], strict=True) if x != y)) for j in range(n)]
         order = sorted(range(n), key=lambda j: (dist[j], j))
         sims = [sim(j) for j in range(n)]
@@ -158,8 +285,9 @@ def test_mahp_matches_brute_force(six_classes, topk, multi, trapezoid):
     got = mean_average_hierarchical_precision(qc, ql, dc, dl, six_classes, topk=topk, trapezoid=trapezoid)
     assert got == pytest.approx(expected, abs=1e-12)
     # a similarity matrix gives the same as the hierarchy it comes from
-    assert mean_average_hierarchical_precision(qc, ql, dc, dl, sim, topk=topk, trapezoid=trapezoid) == \
-        pytest.approx(expected, abs=1e-12)
+    assert mean_average_hierarchical_precision(qc, ql, dc, dl, sim, topk=topk, trapezoid=trapezoid) == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 def test_mahp_ideal_ranking_queries_without_similar_items_and_torch_inputs(six_classes):
@@ -170,8 +298,9 @@ def test_mahp_ideal_ranking_queries_without_similar_items_and_torch_inputs(six_c
     ql = np.eye(6, dtype=int)[[0, 4]]
     qc = codes[[0, 4]]
     assert mean_average_hierarchical_precision(qc, ql, dc, dl, six_classes, topk=6) == pytest.approx(1.0)
-    assert mean_average_hierarchical_precision(torch.tensor(qc), torch.tensor(ql), torch.tensor(dc),
-                                               torch.tensor(dl), six_classes, topk=6) == pytest.approx(1.0)
+    assert mean_average_hierarchical_precision(
+        torch.tensor(qc), torch.tensor(ql), torch.tensor(dc), torch.tensor(dl), six_classes, topk=6
+    ) == pytest.approx(1.0)
     # a query with no label has similarity 0 to everything: it scores 0 and still counts
     ql2 = np.vstack([ql, np.zeros((1, 6), dtype=int)])
     qc2 = np.vstack([qc, codes[:1]])
@@ -185,8 +314,9 @@ def test_mahp_rejects_bad_inputs(six_classes):
     with pytest.raises(ValueError, match="topk"):
         mean_average_hierarchical_precision(qc, ql, dc, dl, six_classes, topk=0)
     with pytest.raises(ValueError, match="has 6 classes, expected 10"):
-        mean_average_hierarchical_precision(qc, np.eye(10, dtype=int)[:7], dc, np.eye(10, dtype=int)[[0] * 40],
-                                            six_classes)
+        mean_average_hierarchical_precision(
+            qc, np.eye(10, dtype=int)[:7], dc, np.eye(10, dtype=int)[[0] * 40], six_classes
+        )
     with pytest.raises(ValueError, match="similarity matrix with values"):
         mean_average_hierarchical_precision(qc, ql, dc, dl, np.full((6, 6), 2.0))
     with pytest.raises(ValueError, match="codes"):
@@ -213,7 +343,7 @@ def test_hierarchy_and_metrics_do_not_import_each_other():
 
     assert "nhl.metrics" not in _imports_of(Path(nhl.hierarchy.__file__))
     assert not {m for m in _imports_of(Path(nhl.retrieval_inputs.__file__)) if m.startswith("nhl")}
-    probe = ("import sys, nhl.hierarchy; print(sorted(m for m in sys.modules if m.startswith('nhl')))")
+    probe = "import sys, nhl.hierarchy; print(sorted(m for m in sys.modules if m.startswith('nhl')))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = ast.literal_eval(done.stdout.strip().splitlines()[-1])

@@ -63,7 +63,7 @@ def test_batches_keep_order_and_equal_single_reads(tmp_path):
 
 def test_mixed_sizes_need_a_size_and_resize_each_image_alone(tmp_path):
     save(tmp_path / "a.png", np.full((8, 8), 255, dtype=np.uint8))
-    save(tmp_path / "b.png", np.tile(np.arange(0, 240, 20, dtype=np.uint8), (6, 1)))   # 6 x 12
+    save(tmp_path / "b.png", np.tile(np.arange(0, 240, 20, dtype=np.uint8), (6, 1)))  # 6 x 12
     with pytest.raises(ValueError, match="b.png: size 12x6 differs from the first image's 8x8; .*--size"):
         load_images(tmp_path, 1)
     x = load_images(tmp_path, 1, size=4)

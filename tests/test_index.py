@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nhl.index import (INDEX_KINDS, MISSING_DISTANCE, FunnelIndex, HashIndex, pack_codes,
-                       pack_words, unpack_codes)
+from nhl.index import INDEX_KINDS, MISSING_DISTANCE, FunnelIndex, HashIndex, pack_codes, pack_words, unpack_codes
 
 
 def _codes(seed: int, n: int, bits: int) -> np.ndarray:
@@ -50,6 +49,7 @@ def assert_matches_exact(queries, codes, distances, ids, k):
 
 # --------------------------------------------------------------------------- packing
 
+
 @pytest.mark.parametrize("bits", [1, 7, 8, 13, 64, 70])
 def test_pack_unpack_round_trip(bits):
     codes = _codes(bits, 9, bits)
@@ -84,12 +84,16 @@ def test_pack_accepts_torch_and_rejects_non_pm1():
 
 # --------------------------------------------------------------------------- HashIndex
 
-@pytest.mark.parametrize("kind, params", [
-    ("flat", {}),
-    ("ivf", {"nlist": 4, "nprobe": 4}),               # every list probed: exhaustive
-    ("hash", {"b": 8, "nflip": 8}),                    # every bucket probed: exhaustive
-    ("multihash", {"nhash": 2, "b": 8, "nflip": 8}),
-])
+
+@pytest.mark.parametrize(
+    "kind, params",
+    [
+        ("flat", {}),
+        ("ivf", {"nlist": 4, "nprobe": 4}),  # every list probed: exhaustive
+        ("hash", {"b": 8, "nflip": 8}),  # every bucket probed: exhaustive
+        ("multihash", {"nhash": 2, "b": 8, "nflip": 8}),
+    ],
+)
 @pytest.mark.parametrize("bits", [16, 20])
 def test_index_matches_brute_force(kind, params, bits):
     codes = _clustered(2, 400, bits)
@@ -111,14 +115,15 @@ def test_index_pads_missing_results_and_empty_index():
     assert_matches_exact(queries, codes, distances[:, :3], ids[:, :3], 3)
 
 
-@pytest.mark.parametrize("kind, params", [("flat", {}), ("ivf", {"nlist": 4, "nprobe": 2}),
-                                          ("hash", {"b": 8, "nflip": 1})])
+@pytest.mark.parametrize(
+    "kind, params", [("flat", {}), ("ivf", {"nlist": 4, "nprobe": 2}), ("hash", {"b": 8, "nflip": 1})]
+)
 def test_index_save_load_round_trip(tmp_path, kind, params):
     codes, queries = _clustered(6, 300, 24), _codes(7, 5, 24)
     index = HashIndex(24, kind, **params).add(codes)
     path = tmp_path / "sub" / "index.npz"
     index.save(path)
-    assert os.listdir(path.parent) == ["index.npz"]       # no temp file left behind
+    assert os.listdir(path.parent) == ["index.npz"]  # no temp file left behind
     loaded = HashIndex.load(path)
     assert (loaded.bits, loaded.kind, loaded.params, loaded.ntotal) == (24, kind, params, 300)
     for before, after in zip(index.search(queries, 7), loaded.search(queries, 7), strict=True):
@@ -150,6 +155,7 @@ def test_index_load_errors(tmp_path):
 
 # --------------------------------------------------------------------------- FunnelIndex
 
+
 @pytest.mark.parametrize("stages", [[8, 24, 70], [6, 70]])
 def test_funnel_with_whole_database_pools_equals_exact_search(stages):
     codes = _clustered(9, 300, 70)
@@ -158,7 +164,7 @@ def test_funnel_with_whole_database_pools_equals_exact_search(stages):
     distances, ids = index.search(queries, 15)
     exact_d, exact_i = brute_search(queries, codes, 15)
     assert distances.tolist() == exact_d.tolist()
-    assert ids.tolist() == exact_i.tolist()            # ties broken by database order
+    assert ids.tolist() == exact_i.tolist()  # ties broken by database order
 
 
 def _radius_pool(query, codes, bits, pool):
@@ -209,17 +215,21 @@ def test_funnel_empty_index_and_save_load(tmp_path):
     path = tmp_path / "funnel.npz"
     index.save(path)
     loaded = FunnelIndex.load(path)
-    assert (loaded.stages, loaded.pools, loaded.max_radius, loaded.ntotal) == (
-        [8, 16, 32], [40, 10], 3, 200)
+    assert (loaded.stages, loaded.pools, loaded.max_radius, loaded.ntotal) == ([8, 16, 32], [40, 10], 3, 200)
     for before, after in zip(index.search(queries, 6), loaded.search(queries, 6), strict=True):
         assert np.array_equal(before, after)
 
 
 def test_funnel_errors():
     codes = _codes(18, 20, 32)
-    for stages, pools, match in [([16], [], "stages"), ([16, 8], [5], "stages"),
-                                 ([25, 32], [5], "bucket"), ([8, 32], [5, 5], "pools"),
-                                 ([8, 32], [0], "pools"), ([8, 40], [5], "codes: have 32")]:
+    for stages, pools, match in [
+        ([16], [], "stages"),
+        ([16, 8], [5], "stages"),
+        ([25, 32], [5], "bucket"),
+        ([8, 32], [5, 5], "pools"),
+        ([8, 32], [0], "pools"),
+        ([8, 40], [5], "codes: have 32"),
+    ]:
         with pytest.raises(ValueError, match=match):
             FunnelIndex(codes, stages, pools)
     index = FunnelIndex(codes, [8, 32], [5])

@@ -50,7 +50,7 @@ def _data(seed, multi, n_q=9, n_db=70, bits=12, classes=7):
     if multi:
         ql = (rng.random((n_q, classes)) < 0.3).astype(np.float32)
         dl = (rng.random((n_db, classes)) < 0.3).astype(np.float32)
-        ql[0] = 0                                   # a query with no label scores 0
+        ql[0] = 0  # a query with no label scores 0
     else:
         ql = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, n_q)]
         dl = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, n_db)]
@@ -62,8 +62,7 @@ def _compact_pairs(ql, dl, multi):
     if multi:
         return {"csr": csr, "csr+dense": (csr[0], dl)}
     ids = (ql.argmax(1), dl.argmax(1))
-    return {"ids": ids, "ids-torch": tuple(torch.as_tensor(x) for x in ids), "csr": csr,
-            "ids+csr": (ids[0], csr[1])}
+    return {"ids": ids, "ids-torch": tuple(torch.as_tensor(x) for x in ids), "csr": csr, "ids+csr": (ids[0], csr[1])}
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
@@ -77,9 +76,9 @@ def test_compact_labels_match_brute_force_and_dense(multi, backend):
         assert got_map == pytest.approx(ref_map, abs=1e-12), name
         assert metrics.precision_at_k(qc, q, dc, d, k=10, backend=backend) == pytest.approx(ref_p, abs=1e-12), name
         for ties in ("stable", "expected"):
-            assert metrics.mean_average_precision(qc, q, dc, d, topk=20, ties=ties, backend=backend) == \
-                pytest.approx(metrics.mean_average_precision(qc, ql, dc, dl, topk=20, ties=ties, backend=backend),
-                              abs=1e-12), name
+            assert metrics.mean_average_precision(qc, q, dc, d, topk=20, ties=ties, backend=backend) == pytest.approx(
+                metrics.mean_average_precision(qc, ql, dc, dl, topk=20, ties=ties, backend=backend), abs=1e-12
+            ), name
         pr = metrics.precision_recall_curve(qc, q, dc, d, backend=backend)
         for key in ("precision", "recall"):
             np.testing.assert_allclose(pr[key], dense_pr[key], atol=1e-12, err_msg=name)

@@ -15,30 +15,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_codes_metrics_and_index_import_neither_mlflow_nor_the_registry():
-    script = ("import json, sys\nimport nhl.codes, nhl.metrics, nhl.index\n"
-              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow' "
-              "or m.startswith('nhl.registry') or m.startswith('nhl.tracking') or m == 'nhl.serving')))")
+    script = (
+        "import json, sys\nimport nhl.codes, nhl.metrics, nhl.index\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow' "
+        "or m.startswith('nhl.registry') or m.startswith('nhl.tracking') or m == 'nhl.serving')))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
-                          cwd=ROOT,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_the_serving_module_resolves_files_without_loading_mlflow(tmp_path):
     """`nhl.serving.resolve_model` on a model file stays off MLflow (registry names import it lazily)."""
-    script = ("import sys, torch\nfrom nhl.models.hasher import Hasher, HasherSpec, save_hasher\n"
-              "from nhl.serving import resolve_model\n"
-              f"p = {str(tmp_path / 'm.pt')!r}\n"
-              "save_hasher(Hasher(HasherSpec('smallcnn', 1, (8, 16), {'width': 8})), p, extra={'model_id': 'tiny'})\n"
-              "model, info = resolve_model(p)\n"
-              "assert info['model_id'] == 'tiny' and info['lengths'] == [8, 16], info\n"
-              "print(any(m.split('.')[0] == 'mlflow' for m in sys.modules))")
+    script = (
+        "import sys, torch\nfrom nhl.models.hasher import Hasher, HasherSpec, save_hasher\n"
+        "from nhl.serving import resolve_model\n"
+        f"p = {str(tmp_path / 'm.pt')!r}\n"
+        "save_hasher(Hasher(HasherSpec('smallcnn', 1, (8, 16), {'width': 8})), p, extra={'model_id': 'tiny'})\n"
+        "model, info = resolve_model(p)\n"
+        "assert info['model_id'] == 'tiny' and info['lengths'] == [8, 16], info\n"
+        "print(any(m.split('.')[0] == 'mlflow' for m in sys.modules))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
-                          cwd=ROOT,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
 

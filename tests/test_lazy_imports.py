@@ -32,17 +32,18 @@ STAGES = {
 
 def loaded_after(modules: list[str], tracking_names: bool = False) -> set[str]:
     """Top-level heavy packages in sys.modules after importing `modules` in a fresh interpreter."""
-    code = "\n".join([
-        "import json, sys",
-        "import nhl",
-        *(f"import {m}" for m in modules),
-        # the names the report stage takes from nhl.tracking, resolved as it resolves them
-        *(["from nhl.tracking import ModelRun, tracking_uri, DEFAULT_EXPERIMENT"] if tracking_names else []),
-        f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))",
-    ])
+    code = "\n".join(
+        [
+            "import json, sys",
+            "import nhl",
+            *(f"import {m}" for m in modules),
+            # the names the report stage takes from nhl.tracking, resolved as it resolves them
+            *(["from nhl.tracking import ModelRun, tracking_uri, DEFAULT_EXPERIMENT"] if tracking_names else []),
+            f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))",
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -52,5 +53,5 @@ def test_a_stage_imports_only_the_heavy_packages_it_uses(stage):
     modules, allowed = STAGES[stage]
     loaded = loaded_after(modules, tracking_names=stage == "report")
     assert loaded <= allowed, f"{stage}: importing {modules} loaded {sorted(loaded - allowed)}"
-    if allowed:       # the check can see a heavy package when one is loaded
+    if allowed:  # the check can see a heavy package when one is loaded
         assert loaded == allowed

@@ -32,8 +32,12 @@ def manifest(tmp_path_factory):
     targets = np.repeat(np.arange(CLASSES), PER_CLASS)
     labels = np.zeros((len(targets), CLASSES), np.float32)
     labels[np.arange(len(targets)), targets] = 1
-    source = SourceData("many", labels, tuple(str(c) for c in range(CLASSES)),
-                        images=rng.integers(0, 256, (len(targets), 8, 8), dtype=np.uint8))
+    source = SourceData(
+        "many",
+        labels,
+        tuple(str(c) for c in range(CLASSES)),
+        images=rng.integers(0, 256, (len(targets), 8, 8), dtype=np.uint8),
+    )
     save_source(source, root / "raw")
     frame, meta = make_split(source, PROTOCOL, seed=0)
     write_manifest(root / "splits", frame, dict(meta, raw_dir=str(root / "raw")))
@@ -44,8 +48,9 @@ def test_a_class_too_small_for_the_protocol_is_a_one_line_error(manifest):
     _, source = manifest
     with pytest.raises(ValueError) as err:
         make_split(source, Protocol("big", query=1, train=2, val=1), seed=0)
-    assert str(err.value) == ("protocol big: class 0 has 2 items available, needs 3 (train 2 + val 1); "
-                              "2000 classes are short")
+    assert str(err.value) == (
+        "protocol big: class 0 has 2 items available, needs 3 (train 2 + val 1); 2000 classes are short"
+    )
 
 
 @pytest.mark.slow
@@ -59,7 +64,7 @@ def test_the_gate_passes_and_summarises_2000_labels(manifest):
     audit = render_audit(result)
     assert "2,000 labels: summarised per split" in audit
     assert "| train | 1 | 1 | 1 | 0 |" in audit and "| database | 2 | 2 | 2 | 0 |" in audit
-    assert audit.count("\n| 1999 |") == 0                 # not one row per label
+    assert audit.count("\n| 1999 |") == 0  # not one row per label
 
 
 @pytest.mark.slow
@@ -68,9 +73,18 @@ def test_train_one_epoch_and_evaluate(manifest, tmp_path):
     splits = {s: load_split(directory, s) for s in ("train", "val", "query", "database")}
     assert {s: len(d) for s, d in splits.items()} == {"train": 2000, "val": 2000, "query": 2000, "database": 4000}
     assert label_form(splits["database"].compact_labels()) == "ids"
-    config = TrainConfig(loss="csq", lengths=(16, 32), centers="prefix", backbone="smallcnn",
-                         backbone_params={"width": 4}, input_size=8, epochs=1, batch_size=250, seed=0,
-                         device="cpu")
+    config = TrainConfig(
+        loss="csq",
+        lengths=(16, 32),
+        centers="prefix",
+        backbone="smallcnn",
+        backbone_params={"width": 4},
+        input_size=8,
+        epochs=1,
+        batch_size=250,
+        seed=0,
+        device="cpu",
+    )
     result = train_model(config, splits["train"], splits["val"], splits["train"], tmp_path, progress=False)
     assert result.epochs_run == 1 and result.best_epoch == 1
     assert 0.0 <= result.best_score <= 1.0

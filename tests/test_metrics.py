@@ -16,6 +16,7 @@ BACKENDS = ["numba", "torch"]
 
 # --------------------------------------------------------------------------- references
 
+
 def _dist(q: np.ndarray, x: np.ndarray) -> int:
     return sum(int(a != b) for a, b in zip(q, x, strict=True))
 
@@ -37,7 +38,7 @@ def ref_map(qc, ql, dc, dl, topk=None) -> float:
     k = len(dc) if topk is None else min(topk, len(dc))
     aps = []
     for q in range(len(qc)):
-        order = sorted(range(len(dc)), key=lambda i: _dist(qc[q], dc[i]))     # stable
+        order = sorted(range(len(dc)), key=lambda i: _dist(qc[q], dc[i]))  # stable
         aps.append(_ap_of_order([_relevant(ql[q], dl[i]) for i in order], k))
     return float(np.mean(aps))
 
@@ -54,8 +55,7 @@ def ref_expected(qc, ql, dc, dl, metric) -> float:
     """Mean over queries of the average of `metric(flags)` over all tie-group permutations."""
     values = []
     for q in range(len(qc)):
-        per_order = [metric([_relevant(ql[q], dl[i]) for i in order])
-                     for order in _tie_orders(qc[q], dc)]
+        per_order = [metric([_relevant(ql[q], dl[i]) for i in order]) for order in _tie_orders(qc[q], dc)]
         values.append(np.mean(per_order))
     return float(np.mean(values))
 
@@ -82,7 +82,7 @@ def _random_case(seed: int, nq: int, nd: int, bits: int, classes: int, multi: bo
     rng = np.random.default_rng(seed)
     qc = rng.choice([-1.0, 1.0], size=(nq, bits))
     dc = rng.choice([-1.0, 1.0], size=(nd, bits))
-    if multi:       # 0-3 labels per row: some queries have nothing relevant
+    if multi:  # 0-3 labels per row: some queries have nothing relevant
         ql = (rng.random((nq, classes)) < 0.25).astype(np.float32)
         dl = (rng.random((nd, classes)) < 0.25).astype(np.float32)
     else:
@@ -92,6 +92,7 @@ def _random_case(seed: int, nq: int, nd: int, bits: int, classes: int, multi: bo
 
 
 # --------------------------------------------------------------------------- mAP, stable ties
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("multi", [False, True])
@@ -115,7 +116,7 @@ def test_query_without_relevant_items_scores_zero_and_counts():
     ql_extra = np.hstack([ql, np.zeros((5, 1), np.float32)])
     dl_extra = np.hstack([dl, np.zeros((30, 1), np.float32)])
     ql_extra[0] = 0
-    ql_extra[0, 3] = 1          # a class no database item has
+    ql_extra[0, 3] = 1  # a class no database item has
     alone = metrics.mean_average_precision(qc[:1], ql_extra[:1], dc, dl_extra)
     assert alone == 0.0
     full = metrics.mean_average_precision(qc, ql_extra, dc, dl_extra)
@@ -125,8 +126,9 @@ def test_query_without_relevant_items_scores_zero_and_counts():
 
 def test_topk_larger_than_database_is_all():
     qc, ql, dc, dl = _random_case(5, nq=7, nd=20, bits=4, classes=3, multi=False)
-    assert (metrics.mean_average_precision(qc, ql, dc, dl, topk=1000)
-            == metrics.mean_average_precision(qc, ql, dc, dl, topk=None))
+    assert metrics.mean_average_precision(qc, ql, dc, dl, topk=1000) == metrics.mean_average_precision(
+        qc, ql, dc, dl, topk=None
+    )
 
 
 def test_torch_and_numpy_inputs_agree():
@@ -134,8 +136,7 @@ def test_torch_and_numpy_inputs_agree():
     as_torch = [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (qc, ql, dc, dl)]
     expected = ref_map(qc, ql, dc, dl, 10)
     assert metrics.mean_average_precision(*as_torch, topk=10) == pytest.approx(expected, abs=1e-12)
-    assert metrics.mean_average_precision(*as_torch, topk=10, backend="torch") == pytest.approx(
-        expected, abs=1e-12)
+    assert metrics.mean_average_precision(*as_torch, topk=10, backend="torch") == pytest.approx(expected, abs=1e-12)
 
 
 def test_empty_database_scores_zero():
@@ -143,19 +144,22 @@ def test_empty_database_scores_zero():
     assert metrics.mean_average_precision(qc, ql, np.zeros((0, 4)), np.zeros((0, 2))) == 0.0
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda a: dict(a, query_codes=a["query_codes"][0]), "query_codes: expected a 2-D"),
-    (lambda a: dict(a, db_codes=a["db_codes"] * 0.5), "db_codes: codes must contain only"),
-    (lambda a: dict(a, db_codes=np.zeros_like(a["db_codes"])), "db_codes: codes must contain only"),
-    (lambda a: dict(a, db_codes=a["db_codes"][:, :3]), "bits differ"),
-    (lambda a: dict(a, query_labels=a["query_labels"] * 3), "query_labels: labels must be"),
-    (lambda a: dict(a, db_labels=a["db_labels"][:, :1]), "number of classes differs"),
-    (lambda a: dict(a, db_labels=a["db_labels"][:5]), "db_codes / db_labels"),
-    (lambda a: dict(a, query_codes=a["query_codes"].tolist()), "numpy array or torch tensor"),
-    (lambda a: dict(a, topk=0), "topk: expected a positive"),
-    (lambda a: dict(a, ties="random"), "ties: 'random' unknown"),
-    (lambda a: dict(a, backend="cuda"), "backend: 'cuda' unknown"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: dict(a, query_codes=a["query_codes"][0]), "query_codes: expected a 2-D"),
+        (lambda a: dict(a, db_codes=a["db_codes"] * 0.5), "db_codes: codes must contain only"),
+        (lambda a: dict(a, db_codes=np.zeros_like(a["db_codes"])), "db_codes: codes must contain only"),
+        (lambda a: dict(a, db_codes=a["db_codes"][:, :3]), "bits differ"),
+        (lambda a: dict(a, query_labels=a["query_labels"] * 3), "query_labels: labels must be"),
+        (lambda a: dict(a, db_labels=a["db_labels"][:, :1]), "number of classes differs"),
+        (lambda a: dict(a, db_labels=a["db_labels"][:5]), "db_codes / db_labels"),
+        (lambda a: dict(a, query_codes=a["query_codes"].tolist()), "numpy array or torch tensor"),
+        (lambda a: dict(a, topk=0), "topk: expected a positive"),
+        (lambda a: dict(a, ties="random"), "ties: 'random' unknown"),
+        (lambda a: dict(a, backend="cuda"), "backend: 'cuda' unknown"),
+    ],
+)
 def test_bad_input_raises_clear_value_error(change, match):
     qc, ql, dc, dl = _random_case(8, nq=3, nd=10, bits=4, classes=2, multi=False)
     args = dict(query_codes=qc, query_labels=ql, db_codes=dc, db_labels=dl)
@@ -165,6 +169,7 @@ def test_bad_input_raises_clear_value_error(change, match):
 
 # --------------------------------------------------------------------------- expected ties
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("topk", [1, 2, 3, 5, None])
 def test_expected_ties_equal_mean_over_tie_permutations(backend, topk):
@@ -172,8 +177,7 @@ def test_expected_ties_equal_mean_over_tie_permutations(backend, topk):
     qc, ql, dc, dl = _random_case(9, nq=6, nd=7, bits=2, classes=2, multi=True)
     k = 7 if topk is None else topk
     expected = ref_expected(qc, ql, dc, dl, lambda flags: _ap_of_order(flags, k))
-    got = metrics.mean_average_precision(qc, ql, dc, dl, topk=topk, ties="expected",
-                                         backend=backend)
+    got = metrics.mean_average_precision(qc, ql, dc, dl, topk=topk, ties="expected", backend=backend)
     assert got == pytest.approx(expected, abs=1e-12)
 
 
@@ -194,16 +198,17 @@ def _plain_expected_ap(hist, hrel, topk):
         if start >= topk:
             break
         length = min(n, topk - start)
-        if length < n:      # partial group: exact hypergeometric average over x
+        if length < n:  # partial group: exact hypergeometric average over x
             result = 0.0
-            for x in range(0, min(m, length) + 1):
+            for x in range(min(m, length) + 1):
                 p = math.comb(m, x) * math.comb(n - m, length - x) / math.comb(n, length)
-                part = sum(x / length * (rb + 1 + (j - 1) * (x - 1) / max(length - 1, 1))
-                           / (start + j) for j in range(1, length + 1))
+                part = sum(
+                    x / length * (rb + 1 + (j - 1) * (x - 1) / max(length - 1, 1)) / (start + j)
+                    for j in range(1, length + 1)
+                )
                 result += p * ((total + part) / (rb + x) if rb + x else 0.0)
             return result
-        total += sum(m / n * (rb + 1 + (j - 1) * (m - 1) / max(n - 1, 1)) / (start + j)
-                     for j in range(1, n + 1))
+        total += sum(m / n * (rb + 1 + (j - 1) * (m - 1) / max(n - 1, 1)) / (start + j) for j in range(1, n + 1))
         rb += m
         start += n
     return total / rb if rb else 0.0
@@ -235,11 +240,13 @@ def test_expected_equals_stable_without_ties():
     dl = np.eye(2, dtype=np.float32)[rng.integers(0, 2, bits + 1)]
     qc, ql = np.ones((2, bits)), np.eye(2, dtype=np.float32)
     for topk in (3, None):
-        assert metrics.mean_average_precision(qc, ql, dc, dl, topk=topk, ties="expected") == \
-            pytest.approx(metrics.mean_average_precision(qc, ql, dc, dl, topk=topk), abs=1e-12)
+        assert metrics.mean_average_precision(qc, ql, dc, dl, topk=topk, ties="expected") == pytest.approx(
+            metrics.mean_average_precision(qc, ql, dc, dl, topk=topk), abs=1e-12
+        )
 
 
 # --------------------------------------------------------------------------- P@N, radius, PR
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k", [1, 10, 100])
@@ -256,7 +263,7 @@ def test_precision_at_radius_zero_for_empty_retrieval(r):
     expected = np.mean([rel / ret if ret else 0.0 for ret, rel in rows])
     assert metrics.precision_at_radius(qc, ql, dc, dl, r=r) == pytest.approx(expected, abs=1e-12)
     if r == 0:
-        assert any(ret == 0 for ret, _ in rows)      # the convention is exercised
+        assert any(ret == 0 for ret, _ in rows)  # the convention is exercised
 
 
 def test_precision_recall_curve_matches_loop():
@@ -274,6 +281,7 @@ def test_precision_recall_curve_matches_loop():
 
 # --------------------------------------------------------------------------- nested
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_evaluate_nested_uses_prefixes(backend):
     qc, ql, dc, dl = _random_case(16, nq=8, nd=120, bits=70, classes=4, multi=False)
@@ -285,10 +293,10 @@ def test_evaluate_nested_uses_prefixes(backend):
         q, d = qc[:, :k], dc[:, :k]
         rows = ref_radius_counts(q, ql, d, dl, 2)
         assert result[k]["map"] == pytest.approx(ref_map(q, ql, d, dl, 50), abs=1e-12)
-        assert result[k]["p_at_100"] == pytest.approx(
-            ref_precision_at_k(q, ql, d, dl, 100), abs=1e-12)
+        assert result[k]["p_at_100"] == pytest.approx(ref_precision_at_k(q, ql, d, dl, 100), abs=1e-12)
         assert result[k]["p_at_r2"] == pytest.approx(
-            np.mean([rel / ret if ret else 0.0 for ret, rel in rows]), abs=1e-12)
+            np.mean([rel / ret if ret else 0.0 for ret, rel in rows]), abs=1e-12
+        )
 
 
 def test_evaluate_nested_rejects_bad_lengths():

@@ -38,8 +38,9 @@ def free_port() -> int:
 
 
 def post(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -55,18 +56,21 @@ def test_mlflow_models_serve_gives_the_codes_of_nhl_encode(tmp_path, fresh_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     torch.manual_seed(0)
     model_file = tmp_path / "models" / "csq-nhl-full.pt"
-    save_hasher(Hasher(HasherSpec("smallcnn", 1, (8, 16, 32), {"width": 8}, input_size=12)), model_file,
-                extra={"model_id": "csq-nhl-full"})
+    save_hasher(
+        Hasher(HasherSpec("smallcnn", 1, (8, 16, 32), {"width": 8}, input_size=12)),
+        model_file,
+        extra={"model_id": "csq-nhl-full"},
+    )
     with ModelRun("csq-nhl-full", project_root=tmp_path) as run:
         run.log_model(model_file)
-    client = v.registry_client(tmp_path)     # also MLflow's process-wide URI, which registering reads
+    client = v.registry_client(tmp_path)  # also MLflow's process-wide URI, which registering reads
     version = v.register_version(client, NAME, client.get_run(run.run_id), {})
     client.set_registered_model_alias(NAME, v.CHAMPION, version.version)
 
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(2):      # 10x10 grey: the model resizes to its input size, 12
+    for i in range(2):  # 10x10 grey: the model resizes to its input size, 12
         Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(images / f"img{i}.png")
     assert cli.main(["encode", str(images), "--model", str(model_file), "--out", str(tmp_path / "codes.npz")]) == 0
     reference = load_codes(tmp_path / "codes.npz")
@@ -75,9 +79,29 @@ def test_mlflow_models_serve_gives_the_codes_of_nhl_encode(tmp_path, fresh_store
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:

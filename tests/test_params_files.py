@@ -33,4 +33,7 @@ def test_alternative_params_files_have_every_section_of_the_default(path):
     other = yaml.safe_load(path.read_text())
     assert set(default) <= set(other), f"{path.name} lacks {sorted(set(default) - set(other))}"
     for section in ("data", "train", "evaluate"):
-        assert set(default[section]) <= set(other[section]), (section, sorted(set(default[section]) - set(other[section])))
+        assert set(default[section]) <= set(other[section]), (
+            section,
+            sorted(set(default[section]) - set(other[section])),
+        )

@@ -14,11 +14,17 @@ import pytest
 
 from nhl.promotion import LengthRow, compare_maps, register_and_promote, write_report
 
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 1,
-           "batch_size": 50, "lr": 0.003, "seed": 0}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 1,
+    "batch_size": 50,
+    "lr": 0.003,
+    "seed": 0,
+}
 NAME = "nhl-digits-csq"
 TOL = 0.01
-
 
 
 def maps(record: dict) -> dict[int, float]:
@@ -29,8 +35,8 @@ def maps(record: dict) -> dict[int, float]:
 def world(tmp_path_factory, digits_manifest_dir, fresh_store):
     """Models A (1 epoch), B (0 epochs) on the split, C (0 epochs) on split 2; A then B through the gate."""
     from nhl.data.manifest import read_manifest, write_manifest
-    from nhl.data.splits import get_protocol, make_split
     from nhl.data.sources import load
+    from nhl.data.splits import get_protocol, make_split
     from nhl.data.validation import validate_manifest
     from nhl.evaluation import evaluate_file
     from nhl.experiment import build_train_config, train_from_manifest
@@ -73,12 +79,15 @@ def versions(world, name: str = NAME) -> list[int]:
 
 
 # -- the comparison rule ----------------------------------------------------------------------------
-@pytest.mark.parametrize("new, champion, expected_ok", [
-    ({8: 0.50, 16: 0.60}, {8: 0.505, 16: 0.61}, [True, True]),     # 0.005 and exactly 0.01 below: allowed
-    ({8: 0.50, 16: 0.60}, {8: 0.52, 16: 0.40}, [False, True]),     # 0.02 below at 8 bits
-    ({8: 0.70}, {8: 0.60, 32: 0.50}, [True, False]),               # lacks the champion's 32 bits
-    ({8: 0.60, 64: 0.70}, {8: 0.60}, [True, True]),                # a new length passes, uncompared
-])
+@pytest.mark.parametrize(
+    "new, champion, expected_ok",
+    [
+        ({8: 0.50, 16: 0.60}, {8: 0.505, 16: 0.61}, [True, True]),  # 0.005 and exactly 0.01 below: allowed
+        ({8: 0.50, 16: 0.60}, {8: 0.52, 16: 0.40}, [False, True]),  # 0.02 below at 8 bits
+        ({8: 0.70}, {8: 0.60, 32: 0.50}, [True, False]),  # lacks the champion's 32 bits
+        ({8: 0.60, 64: 0.70}, {8: 0.60}, [True, True]),  # a new length passes, uncompared
+    ],
+)
 def test_compare_maps(new, champion, expected_ok):
     rows, failures = compare_maps(new, champion, TOL)
     lengths = sorted(set(new) | set(champion))
@@ -110,7 +119,7 @@ def test_first_version_is_champion_and_a_worse_one_only_challenger(world):
     assert all(f"mAP at {k} bits" in d2.reason for k in worse)
     assert "same split" in d2.comparison
     c = client(world)
-    assert c.get_model_version_by_alias(NAME, "champion").version == 1       # unchanged
+    assert c.get_model_version_by_alias(NAME, "champion").version == 1  # unchanged
     assert c.get_model_version_by_alias(NAME, "challenger").version == 2
     assert versions(world) == [1, 2]
 
@@ -137,7 +146,7 @@ def test_decision_is_logged_to_mlflow_and_the_report(world, tmp_path):
     assert "## nhl-digits-csq: version 1 is **champion**" in text
     for k in sorted(a):
         assert f"| {k} | {b[k]:.4f} | {a[k]:.4f} | {b[k] - a[k]:+.4f} | **no** |" in text
-    assert [p.name for p in path.parent.iterdir()] == ["promotion.md"]        # no temp file left
+    assert [p.name for p in path.parent.iterdir()] == ["promotion.md"]  # no temp file left
 
 
 def test_rerun_of_a_registered_run_adds_no_version(world):
@@ -156,8 +165,9 @@ def test_failed_validation_registers_nothing(world):
 
 
 def test_validation_of_other_data_registers_nothing(world):
-    decision = register_and_promote(world["A"]["path"], "nhl-digits-csq-other", world["validation2"],
-                                    world["A"]["record"], TOL)
+    decision = register_and_promote(
+        world["A"]["path"], "nhl-digits-csq-other", world["validation2"], world["A"]["record"], TOL
+    )
     assert not decision.registered
     assert world["validation2"]["content_hash"] in decision.reason and "nothing registered" in decision.reason
     assert "nhl-digits-csq-other" not in [m.name for m in client(world).search_registered_models()]
@@ -174,9 +184,10 @@ def test_champion_of_another_split_is_reevaluated_on_the_new_one(world):
 
     name = "nhl-digits-csq-newsplit2"
     register_and_promote(world["A"]["path"], name, world["validation"], world["A"]["record"], TOL)
-    decision = register_and_promote(world["C"]["path"], name, world["validation2"], world["C"]["record"], TOL,
-                                    manifest=world["split2"])
-    a_on_2, _, _ = evaluate_file(world["A"]["path"], world["split2"], pr_lengths=())   # the reference
+    decision = register_and_promote(
+        world["C"]["path"], name, world["validation2"], world["C"]["record"], TOL, manifest=world["split2"]
+    )
+    a_on_2, _, _ = evaluate_file(world["A"]["path"], world["split2"], pr_lengths=())  # the reference
     expected = maps(a_on_2)
     c = maps(world["C"]["record"])
     assert "re-evaluated" in decision.comparison
@@ -184,11 +195,18 @@ def test_champion_of_another_split_is_reevaluated_on_the_new_one(world):
     assert [row.champion_map for row in decision.rows] == pytest.approx([expected[k] for k in sorted(c)])
     assert decision.promoted == all(c[k] >= expected[k] - TOL for k in c)
 
-    wrong = register_and_promote(world["C"]["path"], "nhl-digits-csq-newsplit3", world["validation2"],
-                                 world["C"]["record"], TOL)          # first version: nothing to compare
+    wrong = register_and_promote(
+        world["C"]["path"], "nhl-digits-csq-newsplit3", world["validation2"], world["C"]["record"], TOL
+    )  # first version: nothing to compare
     assert wrong.promoted
-    mismatch = register_and_promote(world["A"]["path"], "nhl-digits-csq-newsplit3", world["validation"],
-                                    world["A"]["record"], TOL, manifest=world["split2"])
+    mismatch = register_and_promote(
+        world["A"]["path"],
+        "nhl-digits-csq-newsplit3",
+        world["validation"],
+        world["A"]["record"],
+        TOL,
+        manifest=world["split2"],
+    )
     assert mismatch.comparison == "refused" and "not this version's" in mismatch.reason
 
 
@@ -224,19 +242,36 @@ def test_candidates_follow_the_registry_settings_and_dvc_lock(tmp_path):
 
     from nhl.promotion import candidates_from_params
 
-    lock = {"schema": "2.0", "stages": {"train@csq-nhl-full": {"deps": [
-        {"path": "nhl/training.py", "md5": "111"}, {"path": "data/splits", "hash": "md5", "md5": "abc.dir"}]}}}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "train@csq-nhl-full": {
+                "deps": [
+                    {"path": "nhl/training.py", "md5": "111"},
+                    {"path": "data/splits", "hash": "md5", "md5": "abc.dir"},
+                ]
+            }
+        },
+    }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    found = candidates_from_params({"dataset": "cifar10", "protocol": "cifar10-1"}, {"losses": ["csq", "dpn"]},
-                                   {"name": "nhl-{dataset}-{loss}", "variant": "nhl-full"}, tmp_path)
+    found = candidates_from_params(
+        {"dataset": "cifar10", "protocol": "cifar10-1"},
+        {"losses": ["csq", "dpn"]},
+        {"name": "nhl-{dataset}-{loss}", "variant": "nhl-full"},
+        tmp_path,
+    )
     assert [(c.name, c.model, c.metrics, c.dvc_md5) for c in found] == [
-        ("nhl-cifar10-csq", tmp_path / "models" / "csq-nhl-full.pt", tmp_path / "metrics" / "csq-nhl-full.json",
-         "abc.dir"),
-        ("nhl-cifar10-dpn", tmp_path / "models" / "dpn-nhl-full.pt", tmp_path / "metrics" / "dpn-nhl-full.json",
-         None),
+        (
+            "nhl-cifar10-csq",
+            tmp_path / "models" / "csq-nhl-full.pt",
+            tmp_path / "metrics" / "csq-nhl-full.json",
+            "abc.dir",
+        ),
+        ("nhl-cifar10-dpn", tmp_path / "models" / "dpn-nhl-full.pt", tmp_path / "metrics" / "dpn-nhl-full.json", None),
     ]
     with pytest.raises(ValueError, match=r"registry.variant: expected the variant to register"):
         candidates_from_params({"dataset": "x"}, {"losses": ["csq"]}, {"name": "nhl-{dataset}"}, tmp_path)
     with pytest.raises(ValueError, match=r"registry.name: unknown field \{seed\}"):
-        candidates_from_params({"dataset": "x"}, {"losses": ["csq"]}, {"name": "nhl-{seed}", "variant": "nhl-A"},
-                               tmp_path)
+        candidates_from_params(
+            {"dataset": "x"}, {"losses": ["csq"]}, {"name": "nhl-{seed}", "variant": "nhl-A"}, tmp_path
+        )

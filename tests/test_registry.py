@@ -18,10 +18,16 @@ import torch
 from nhl.registry import load_model_version, model_name, parse_model_spec, state_sha256
 from nhl.registry import versions as v
 
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 0,
-           "batch_size": 50, "lr": 0.003, "seed": 0}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 0,
+    "batch_size": 50,
+    "lr": 0.003,
+    "seed": 0,
+}
 NAME = "nhl-digits-csq"
-
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +50,21 @@ def registered(tmp_path_factory, digits_manifest_dir, fresh_store):
         with ModelRun("csq-nhl-full", resume=record["mlflow_run_id"]) as run:
             run.log_results(record["bits"])
         meta = json.loads((digits_manifest_dir / "manifest.json").read_text())
-        validation = {"success": True, "failed": [], "content_hash": meta["content_hash"],
-                      "checks": [{"check": "a", "success": True}, {"check": "b", "success": True}]}
+        validation = {
+            "success": True,
+            "failed": [],
+            "content_hash": meta["content_hash"],
+            "checks": [{"check": "a", "success": True}, {"check": "b", "success": True}],
+        }
         decision = register_and_promote(path, NAME, validation, record)
-        yield {"root": root, "path": path, "record": record, "meta": meta, "validation": validation,
-               "decision": decision}
+        yield {
+            "root": root,
+            "path": path,
+            "record": record,
+            "meta": meta,
+            "validation": validation,
+            "decision": decision,
+        }
 
 
 def test_model_name_formats_the_template_and_rejects_bad_fields():
@@ -60,14 +76,17 @@ def test_model_name_formats_the_template_and_rejects_bad_fields():
         model_name("nhl {dataset}", dataset="digits")
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("champion", (None, "champion")),
-    ("challenger", (None, "challenger")),
-    ("models:/nhl-digits-csq@champion", ("nhl-digits-csq", "champion")),
-    ("models:/nhl-digits-csq/3", ("nhl-digits-csq", "3")),
-    ("models/csq-nhl-full.pt", None),
-    ("champion.pt", None),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("champion", (None, "champion")),
+        ("challenger", (None, "challenger")),
+        ("models:/nhl-digits-csq@champion", ("nhl-digits-csq", "champion")),
+        ("models:/nhl-digits-csq/3", ("nhl-digits-csq", "3")),
+        ("models/csq-nhl-full.pt", None),
+        ("champion.pt", None),
+    ],
+)
 def test_parse_model_spec(spec, expected):
     assert parse_model_spec(spec) == expected
 
@@ -79,8 +98,9 @@ def test_parse_model_spec_rejects_a_malformed_models_uri():
 
 def test_ids_hash_the_content_not_the_key_order():
     result = {"success": True, "content_hash": "sha256:ab", "checks": [{"x": 1}]}
-    reference = "sha256:" + hashlib.sha256(
-        b'{"checks":[{"x":1}],"content_hash":"sha256:ab","success":true}').hexdigest()
+    reference = (
+        "sha256:" + hashlib.sha256(b'{"checks":[{"x":1}],"content_hash":"sha256:ab","success":true}').hexdigest()
+    )
     assert v.validation_id(result) == reference
     assert v.validation_id(dict(reversed(list(result.items())))) == reference
     assert v.validation_id({**result, "success": False}) != reference

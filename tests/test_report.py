@@ -44,12 +44,23 @@ def _record(loss: str, variant: str, rng: np.random.Generator) -> dict:
         for k, value in CSQ_FULL_MAP.items():
             bits[str(k)]["map"] = value
     seconds = float(rng.uniform(20, 60)) * (1.3 if len(lengths) > 1 else 1.0)
-    return {"model_id": f"{loss}-{variant}", "loss": loss, "variant": variant,
-            "mode": "baseline" if len(lengths) == 1 else variant, "lengths": lengths, "topk": None,
-            "bits": bits, "train_seconds": seconds, "peak_memory_mb": float(rng.uniform(800, 1500)),
-            "peak_memory_delta_mb": 100.0, "epochs": 6, "best_epoch": int(rng.integers(1, 7)),
-            "best_val_map_mean": 0.8, "seconds_per_epoch": seconds / 6,
-            "mlflow_run_id": f"run{rng.integers(10**9):09d}{loss}{variant}".replace("-", "")}
+    return {
+        "model_id": f"{loss}-{variant}",
+        "loss": loss,
+        "variant": variant,
+        "mode": "baseline" if len(lengths) == 1 else variant,
+        "lengths": lengths,
+        "topk": None,
+        "bits": bits,
+        "train_seconds": seconds,
+        "peak_memory_mb": float(rng.uniform(800, 1500)),
+        "peak_memory_delta_mb": 100.0,
+        "epochs": 6,
+        "best_epoch": int(rng.integers(1, 7)),
+        "best_val_map_mean": 0.8,
+        "seconds_per_epoch": seconds / 6,
+        "mlflow_run_id": f"run{rng.integers(10**9):09d}{loss}{variant}".replace("-", ""),
+    }
 
 
 def _pr_csv(lengths: list[int], rng: np.random.Generator) -> str:
@@ -82,16 +93,26 @@ def _make_project(tmp_path: Path) -> dict:
             if record["model_id"] in MISSING:
                 continue
             records[record["model_id"]] = record
-            for sub, name, text in (("metrics", f"{record['model_id']}.json", json.dumps(record)),
-                                    ("plots/pr", f"{record['model_id']}.csv", _pr_csv(record["lengths"], rng)),
-                                    ("plots/history", f"{record['model_id']}.json",
-                                     json.dumps(_history(variant, rng)))):
+            for sub, name, text in (
+                ("metrics", f"{record['model_id']}.json", json.dumps(record)),
+                ("plots/pr", f"{record['model_id']}.csv", _pr_csv(record["lengths"], rng)),
+                ("plots/history", f"{record['model_id']}.json", json.dumps(_history(variant, rng))),
+            ):
                 (tmp_path / sub).mkdir(parents=True, exist_ok=True)
                 (tmp_path / sub / name).write_text(text)
     (tmp_path / "splits").mkdir()
-    (tmp_path / "splits/manifest.json").write_text(json.dumps({
-        "dataset": "digits", "protocol": "digits", "seed": 7, "content_hash": "sha256:abc123",
-        "protocol_spec": {"summary": "digits: 100 query"}, "sizes": {"query": 100}}))
+    (tmp_path / "splits/manifest.json").write_text(
+        json.dumps(
+            {
+                "dataset": "digits",
+                "protocol": "digits",
+                "seed": 7,
+                "content_hash": "sha256:abc123",
+                "protocol_spec": {"summary": "digits: 100 query"},
+                "sizes": {"query": 100},
+            }
+        )
+    )
     return {"root": tmp_path, "records": records}
 
 
@@ -113,8 +134,12 @@ def written(tmp_path_factory) -> dict:
     project = _make_project(tmp_path_factory.mktemp("report"))
     root = project["root"]
     paths = write_report(_build(project), root / "reports", map_csv=root / "plots/map_vs_bits.csv")
-    return {**project, "paths": paths, "md": paths["markdown"].read_text(),
-            "json": json.loads(paths["json"].read_text())}
+    return {
+        **project,
+        "paths": paths,
+        "md": paths["markdown"].read_text(),
+        "json": json.loads(paths["json"].read_text()),
+    }
 
 
 def _value(records: dict, model_id: str, bits: int, metric: str) -> float | None:
@@ -130,7 +155,7 @@ def _md_table(md: str, *markers: str) -> list[list[str]]:
         i = next(j for j in range(i, len(lines)) if lines[j].startswith(marker))
     start = next(j for j in range(i, len(lines)) if lines[j].startswith("|"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -162,11 +187,18 @@ def test_quality_tables_match_the_metrics_files(written, metric, label):
                     assert cell["diff_points"] is None
                 else:
                     assert cell["diff_points"] == pytest.approx(_points(value, base))
-                expected = "—" if value is None else f"{value:.4f} ({'—' if base is None else f'{_points(value, base):+.2f}'})"
+                expected = (
+                    "—" if value is None else f"{value:.4f} ({'—' if base is None else f'{_points(value, base):+.2f}'})"
+                )
                 assert md_row[2 + j] == expected
         for j, variant in enumerate(NESTED):
-            diffs = [_points(_value(records, f"{loss}-{variant}", k, metric), _value(records, f"{loss}-baseline-{k}", k, metric))
-                     for k in LENGTHS if f"{loss}-{variant}" in records and f"{loss}-baseline-{k}" in records]
+            diffs = [
+                _points(
+                    _value(records, f"{loss}-{variant}", k, metric), _value(records, f"{loss}-baseline-{k}", k, metric)
+                )
+                for k in LENGTHS
+                if f"{loss}-{variant}" in records and f"{loss}-baseline-{k}" in records
+            ]
             mean = sum(diffs) / len(diffs) if diffs else None
             assert table["mean_diff_points"][variant] == (pytest.approx(mean) if diffs else None)
             assert md_rows[-1][2 + j] == ("—" if mean is None else f"{mean:+.2f}")
@@ -179,7 +211,9 @@ def test_cost_table_sums_baselines_and_gives_the_speedup(written):
     total = sum(records[f"csq-baseline-{k}"]["train_seconds"] for k in LENGTHS)
     assert csq["baseline_total"]["train_seconds_sum"] == pytest.approx(total)
     assert csq["baseline_total"]["complete"] is True
-    assert csq["baseline_total"]["peak_memory_mb_max"] == max(records[f"csq-baseline-{k}"]["peak_memory_mb"] for k in LENGTHS)
+    assert csq["baseline_total"]["peak_memory_mb_max"] == max(
+        records[f"csq-baseline-{k}"]["peak_memory_mb"] for k in LENGTHS
+    )
     md_rows = {row[0]: row for row in _md_table(written["md"], "## csq", "### Training cost")}
     assert md_rows["**baselines, sum (3 of 3)**"][2] == f"**{total:.1f}**"
     for variant in NESTED:
@@ -251,8 +285,13 @@ def test_chooser_picks_the_shortest_length_within_tolerance(written):
     assert chooser["tolerance"] == TOL
     for loss in LOSSES:
         entry = chooser["losses"][loss]
-        curves = {"baseline": {k: records[f"{loss}-baseline-{k}"]["bits"][str(k)]["map"]
-                               for k in LENGTHS if f"{loss}-baseline-{k}" in records}}
+        curves = {
+            "baseline": {
+                k: records[f"{loss}-baseline-{k}"]["bits"][str(k)]["map"]
+                for k in LENGTHS
+                if f"{loss}-baseline-{k}" in records
+            }
+        }
         for variant in NESTED:
             if f"{loss}-{variant}" in records:
                 curves[variant] = {int(k): v["map"] for k, v in records[f"{loss}-{variant}"]["bits"].items()}
@@ -274,25 +313,35 @@ def test_chooser_picks_the_shortest_length_within_tolerance(written):
 
 
 def test_choose_length_boundaries():
-    curve = {8: 0.5, 16: 0.75, 32: 1.0}               # exact binary fractions: no rounding at the edge
-    assert choose_length(curve, 0.25) == (32, 16)       # exactly at the tolerance counts
+    curve = {8: 0.5, 16: 0.75, 32: 1.0}  # exact binary fractions: no rounding at the edge
+    assert choose_length(curve, 0.25) == (32, 16)  # exactly at the tolerance counts
     assert choose_length(curve, 0.0) == (32, 32)
-    assert choose_length({8: 0.9, 16: 0.9, 32: 0.8}, 0.0) == (8, 8)   # a tie: the shortest is best
+    assert choose_length({8: 0.9, 16: 0.9, 32: 0.8}, 0.0) == (8, 8)  # a tie: the shortest is best
     with pytest.raises(ValueError, match="tolerance"):
         choose_length(curve, -0.1)
 
 
 def test_chooser_reads_search_speed_from_the_benchmark(project):
     root = project["root"]
-    bench = {"machine": "test box", "date": "2026-11-23", "rows": [
-        {"method": "funnel-16-128", "bits": 16, "queries_per_second": 999.0, "recall_at_100": 0.9, "index_mb": 1.0},
-        {"method": "flat-16", "bits": 16, "queries_per_second": 1234.5, "recall_at_100": 1.0, "index_mb": 2.0},
-        {"method": "flat-32", "bits": 32, "queries_per_second": 800.0, "recall_at_100": 1.0, "index_mb": 4.0}]}
+    bench = {
+        "machine": "test box",
+        "date": "2026-11-23",
+        "rows": [
+            {"method": "funnel-16-128", "bits": 16, "queries_per_second": 999.0, "recall_at_100": 0.9, "index_mb": 1.0},
+            {"method": "flat-16", "bits": 16, "queries_per_second": 1234.5, "recall_at_100": 1.0, "index_mb": 2.0},
+            {"method": "flat-32", "bits": 32, "queries_per_second": 800.0, "recall_at_100": 1.0, "index_mb": 4.0},
+        ],
+    }
     (root / "search.json").write_text(json.dumps(bench))
     report = _build(project, benchmark=root / "search.json")
     choice = report.data["chooser"]["losses"]["csq"]["curves"]["nhl-full"]
     assert choice["chosen_bits"] == 16
-    assert choice["search"] == {"method": "flat-16", "queries_per_second": 1234.5, "recall_at_100": 1.0, "index_mb": 2.0}
+    assert choice["search"] == {
+        "method": "flat-16",
+        "queries_per_second": 1234.5,
+        "recall_at_100": 1.0,
+        "index_mb": 2.0,
+    }
     assert next(r for r in choice["rows"] if r["bits"] == 8)["search"] is None
     md = render(report.data)
     assert "1,234 q/s (flat-16, recall@100 1.000)" in md and "test box" in md
@@ -311,7 +360,8 @@ def test_figures_are_valid_pngs_and_linked(written):
                 image.verify()
             assert f"]({rel})" in written["md"]
     assert sorted(p.name for p in (written["root"] / "reports/figures").iterdir()) == sorted(
-        f"{loss}-{key}.png" for loss in LOSSES for key in ("map_vs_bits", "train_time", "pr", "weights"))
+        f"{loss}-{key}.png" for loss in LOSSES for key in ("map_vs_bits", "train_time", "pr", "weights")
+    )
 
 
 def test_map_vs_bits_csv_lists_every_point(written):
@@ -331,12 +381,15 @@ def test_discovers_models_when_none_are_named(project):
 
 
 # -- errors and atomicity ------------------------------------------------------------------------
-@pytest.mark.parametrize("edit,message", [
-    (lambda r: r.pop("train_seconds"), "missing key 'train_seconds'"),
-    (lambda r: r.pop("bits"), "missing key 'bits'"),
-    (lambda r: r["bits"]["16"].pop("p_at_r2"), "missing key 'bits.16.p_at_r2'"),
-    (lambda r: r["bits"]["8"].update(map="high"), "bits.8.map: expected a finite number"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda r: r.pop("train_seconds"), "missing key 'train_seconds'"),
+        (lambda r: r.pop("bits"), "missing key 'bits'"),
+        (lambda r: r["bits"]["16"].pop("p_at_r2"), "missing key 'bits.16.p_at_r2'"),
+        (lambda r: r["bits"]["8"].update(map="high"), "bits.8.map: expected a finite number"),
+    ],
+)
 def test_schema_errors_name_the_file_and_key(project, edit, message):
     path = project["root"] / "metrics/csq-nhl-full.json"
     record = json.loads(path.read_text())
@@ -351,8 +404,12 @@ def test_schema_errors_name_the_file_and_key(project, edit, message):
 def test_failures_leave_the_previous_report_untouched(project, monkeypatch):
     root = project["root"]
     write_report(_build(project, losses=["csq"]), root / "reports", map_csv=root / "plots/map_vs_bits.csv")
-    outputs = [root / "reports/comparison.md", root / "reports/comparison.json", root / "plots/map_vs_bits.csv",
-               *sorted((root / "reports/figures").iterdir())]
+    outputs = [
+        root / "reports/comparison.md",
+        root / "reports/comparison.json",
+        root / "plots/map_vs_bits.csv",
+        *sorted((root / "reports/figures").iterdir()),
+    ]
     before = {p: p.read_bytes() for p in outputs}
     # a bad input is found before anything is written
     (root / "metrics/csq-nhl-full.json").write_text("{not json")
@@ -384,10 +441,27 @@ def test_cli_command_writes_the_report(project, capsys):
     root = project["root"]
     parser = argparse.ArgumentParser()
     command.register(parser.add_subparsers())
-    args = parser.parse_args(["report", "--metrics-dir", str(root / "metrics"), "--plots-dir", str(root / "plots"),
-                              "--manifest", str(root / "splits"), "--out", str(root / "out"),
-                              "--map-csv", str(root / "out/map.csv"), "--benchmark", str(root / "none.json"),
-                              "--losses", "csq", "--variants", *VARIANTS])
+    args = parser.parse_args(
+        [
+            "report",
+            "--metrics-dir",
+            str(root / "metrics"),
+            "--plots-dir",
+            str(root / "plots"),
+            "--manifest",
+            str(root / "splits"),
+            "--out",
+            str(root / "out"),
+            "--map-csv",
+            str(root / "out/map.csv"),
+            "--benchmark",
+            str(root / "none.json"),
+            "--losses",
+            "csq",
+            "--variants",
+            *VARIANTS,
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads((root / "out/comparison.json").read_text())
     assert list(data["losses"]) == ["csq"]
@@ -400,13 +474,32 @@ def test_stage_script_reads_params_and_writes_outputs(project, monkeypatch):
     spec = importlib.util.spec_from_file_location("nhl_stage_report", ROOT / "pipelines/report.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    params = {"data": {"dataset": "digits", "seed": 7}, "train": {"epochs": 6}, "losses": {"csq": {}},
-              "evaluate": {"topk": None}, "models": {"losses": ["dpn"], "variants": VARIANTS},
-              "report": {"tolerance": 0.05}}
+    params = {
+        "data": {"dataset": "digits", "seed": 7},
+        "train": {"epochs": 6},
+        "losses": {"csq": {}},
+        "evaluate": {"topk": None},
+        "models": {"losses": ["dpn"], "variants": VARIANTS},
+        "report": {"tolerance": 0.05},
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    args = ["--params", str(root / "params.yaml"), "--metrics-dir", str(root / "metrics"),
-            "--plots-dir", str(root / "plots"), "--manifest", str(root / "splits"), "--out", str(root / "reports"),
-            "--map-csv", str(root / "plots/map_vs_bits.csv"), "--benchmark", str(root / "none.json"), "--no-track"]
+    args = [
+        "--params",
+        str(root / "params.yaml"),
+        "--metrics-dir",
+        str(root / "metrics"),
+        "--plots-dir",
+        str(root / "plots"),
+        "--manifest",
+        str(root / "splits"),
+        "--out",
+        str(root / "reports"),
+        "--map-csv",
+        str(root / "plots/map_vs_bits.csv"),
+        "--benchmark",
+        str(root / "none.json"),
+        "--no-track",
+    ]
     assert stage.main(args) == 0
     data = json.loads((root / "reports/comparison.json").read_text())
     assert data["chooser"]["tolerance"] == 0.05
@@ -420,7 +513,7 @@ def test_stage_script_reads_params_and_writes_outputs(project, monkeypatch):
 # -- zoo health ----------------------------------------------------------------------------------
 def test_zoo_health_states_each_losses_best_baseline_and_flags_the_weak(project):
     root = project["root"]
-    for bits, value in zip(LENGTHS, (0.20, 0.30, 0.25)):        # dpn's baselines far below csq's
+    for bits, value in zip(LENGTHS, (0.20, 0.30, 0.25), strict=False):  # dpn's baselines far below csq's
         path = root / "metrics" / f"dpn-baseline-{bits}.json"
         if path.exists():
             record = json.loads(path.read_text())
@@ -428,7 +521,7 @@ def test_zoo_health_states_each_losses_best_baseline_and_flags_the_weak(project)
             path.write_text(json.dumps(record))
     report = _build(project)
     csq_best = max(_value(project["records"], f"csq-baseline-{k}", k, "map") for k in LENGTHS)
-    dpn_best = max(v for k, v in zip(LENGTHS, (0.20, 0.30, 0.25)) if f"dpn-baseline-{k}" not in MISSING)
+    dpn_best = max(v for k, v in zip(LENGTHS, (0.20, 0.30, 0.25), strict=False) if f"dpn-baseline-{k}" not in MISSING)
     health = report.data["health"]
     assert health["best"] == pytest.approx({"csq": csq_best, "dpn": dpn_best})
     assert dpn_best < 0.5 * csq_best and list(health["losses"]) == ["dpn"] and health["best_loss"] == "csq"
@@ -440,16 +533,20 @@ def test_zoo_health_states_each_losses_best_baseline_and_flags_the_weak(project)
 def test_zoo_health_uses_the_claims_reports_rule():
     from nhl.claims.tables import weak_baselines
 
-    quality = {"a": [{"variant": "baseline", "cells": {"8": {"mean": 0.9}, "16": {"mean": 0.8}}}],
-               "b": [{"variant": "baseline", "cells": {"8": {"mean": 0.44}}}],
-               "c": [{"variant": "baseline", "cells": {"8": {"mean": 0.46}}}]}
+    quality = {
+        "a": [{"variant": "baseline", "cells": {"8": {"mean": 0.9}, "16": {"mean": 0.8}}}],
+        "b": [{"variant": "baseline", "cells": {"8": {"mean": 0.44}}}],
+        "c": [{"variant": "baseline", "cells": {"8": {"mean": 0.46}}}],
+    }
     found = weak_baselines(quality)
     assert found == {"losses": {"b": 0.44}, "best_loss": "a", "best_map": 0.9, "fraction": 0.5}  # 0.44 < 0.45 <= 0.46
 
 
 def test_setup_shows_each_losses_own_training_settings(project):
-    params = {"train": {"lr": 0.001, "epochs": 6, "patience": 3},
-              "losses": {"csq": {"quant_weight": 0.0001}, "dpn": {"margin": 1.0, "train": {"lr": 0.003, "epochs": 12}}}}
+    params = {
+        "train": {"lr": 0.001, "epochs": 6, "patience": 3},
+        "losses": {"csq": {"quant_weight": 0.0001}, "dpn": {"margin": 1.0, "train": {"lr": 0.003, "epochs": 12}}},
+    }
     md = render(_build(project, params=params).data)
     rows = {row[0]: row[1:] for row in _md_table(md, "Per-loss settings")}
     assert rows["csq"] == ["quant_weight=0.0001", "0.001", "6", "3"]

@@ -21,18 +21,28 @@ def models_dir(tmp_path_factory, digits_splits):
 
     root = tmp_path_factory.mktemp("retrieval") / "models"
     for model_id, lengths in (("csq-nhl-full", (8, 16)), ("csq-baseline-8", (8,))):
-        config = TrainConfig(loss="csq", lengths=lengths, backbone="smallcnn", backbone_params={"width": 8},
-                             epochs=1, batch_size=64, device="cpu", seed=0)
-        result = train_model(config, digits_splits.train, digits_splits.val, digits_splits.train,
-                             root.parent / model_id, progress=False)
+        config = TrainConfig(
+            loss="csq",
+            lengths=lengths,
+            backbone="smallcnn",
+            backbone_params={"width": 8},
+            epochs=1,
+            batch_size=64,
+            device="cpu",
+            seed=0,
+        )
+        result = train_model(
+            config, digits_splits.train, digits_splits.val, digits_splits.train, root.parent / model_id, progress=False
+        )
         save_hasher(result.model, root / f"{model_id}.pt", extra={"model_id": model_id})
     return root
 
 
 @pytest.fixture(scope="module")
 def examples(models_dir, digits_manifest_dir):
-    return collect_examples(models_dir, digits_manifest_dir, ["csq"], ["baseline-8", "baseline-16", "nhl-full"],
-                            queries=3, seed=5, topk=10)
+    return collect_examples(
+        models_dir, digits_manifest_dir, ["csq"], ["baseline-8", "baseline-16", "nhl-full"], queries=3, seed=5, topk=10
+    )
 
 
 def test_queries_are_seeded_draws_from_the_query_split(digits_splits):
@@ -47,8 +57,11 @@ def test_hits_are_the_exact_top_k_with_true_relevance(examples, models_dir, digi
     entry = examples.data["losses"]["csq"]
     assert [q["id"] for q in entry["queries"]] == pick_queries(digits_splits.query.item_ids, 3, 5)
     assert entry["missing"] == ["csq-baseline-16"]
-    assert [(r["model_id"], r["bits"]) for r in entry["rows"][::3]] == \
-        [("csq-nhl-full", 8), ("csq-baseline-8", 8), ("csq-nhl-full", 16)]
+    assert [(r["model_id"], r["bits"]) for r in entry["rows"][::3]] == [
+        ("csq-nhl-full", 8),
+        ("csq-baseline-8", 8),
+        ("csq-nhl-full", 16),
+    ]
     db, qs = digits_splits.database, digits_splits.query
     db_images = torch.stack([db[i][0] for i in range(len(db))])
     for row in entry["rows"]:
@@ -63,8 +76,7 @@ def test_hits_are_the_exact_top_k_with_true_relevance(examples, models_dir, digi
         assert [h["distance"] for h in hits] == sorted(ref.tolist())[:10]
         assert all(ref[pos[h["id"]]] == h["distance"] for h in hits)
         labels = db.labels.numpy()
-        assert [h["relevant"] for h in hits] == \
-            [bool(labels[pos[h["id"]]] @ qs.labels.numpy()[qi] > 0) for h in hits]
+        assert [h["relevant"] for h in hits] == [bool(labels[pos[h["id"]]] @ qs.labels.numpy()[qi] > 0) for h in hits]
 
 
 def test_report_draws_embeds_and_lists_the_grid(examples, tmp_path):
@@ -73,8 +85,9 @@ def test_report_draws_embeds_and_lists_the_grid(examples, tmp_path):
     from nhl.report import build_report, write_report
 
     (tmp_path / "metrics").mkdir()
-    report = build_report(tmp_path / "metrics", tmp_path / "plots", losses=["csq"], variants=["nhl-full"],
-                          examples=examples)
+    report = build_report(
+        tmp_path / "metrics", tmp_path / "plots", losses=["csq"], variants=["nhl-full"], examples=examples
+    )
     paths = write_report(report, tmp_path / "reports", map_csv=None)
     md = paths["markdown"].read_text()
     data = json.loads(paths["json"].read_text())

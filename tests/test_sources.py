@@ -59,6 +59,7 @@ def test_digits_rescales_sklearn_pixels_to_bytes():
 
 # --- cifar10: a tiny fake directory in torchvision's layout -----------------------------------
 
+
 def _write_fake_cifar(root: Path, per_batch: int = 3) -> dict:
     """Five training batches and a test batch of `per_batch` images each, plus batches.meta."""
     folder = root / "cifar-10-batches-py"
@@ -90,7 +91,7 @@ def test_cifar10_reads_the_python_batches(tmp_path):
         for i in range(len(labels)):
             # CIFAR rows hold 1024 red, then 1024 green, then 1024 blue values, row-major.
             for channel in range(3):
-                plane = flat[i, channel * 1024:(channel + 1) * 1024].reshape(32, 32)
+                plane = flat[i, channel * 1024 : (channel + 1) * 1024].reshape(32, 32)
                 np.testing.assert_array_equal(data.images[n, :, :, channel], plane)
             assert data.labels[n].argmax() == labels[i] and data.labels[n].sum() == 1
             n += 1
@@ -119,6 +120,7 @@ def test_cifar10_rejects_a_file_that_is_not_a_batch(tmp_path):
 
 
 # --- imagelist ----------------------------------------------------------------------------------
+
 
 def _write_images(root: Path, names: list[str]) -> None:
     for k, name in enumerate(names):

@@ -21,16 +21,22 @@ def _single_label(per_class: list[int], groups: list[list[str]] | None = None) -
     if groups is not None:
         group_array = np.concatenate([np.asarray(g) for g in groups])[order]
     images = np.zeros((len(targets), 1, 1), dtype=np.uint8)
-    return SourceData("synthetic", one_hot(targets, len(per_class)), tuple(map(str, range(len(per_class)))),
-                      images=images, groups=group_array)
+    return SourceData(
+        "synthetic",
+        one_hot(targets, len(per_class)),
+        tuple(map(str, range(len(per_class)))),
+        images=images,
+        groups=group_array,
+    )
 
 
 def _multi_label(n: int, classes: int, seed: int = 5) -> SourceData:
     rng = np.random.default_rng(seed)
     labels = (rng.random((n, classes)) < 2.0 / classes).astype(np.float32)
     labels[np.arange(n), rng.integers(0, classes, n)] = 1
-    return SourceData("multi", labels, tuple(map(str, range(classes))), paths=tuple(f"{i}.jpg" for i in range(n)),
-                      root="/imgs")
+    return SourceData(
+        "multi", labels, tuple(map(str, range(classes))), paths=tuple(f"{i}.jpg" for i in range(n)), root="/imgs"
+    )
 
 
 def _members(frame) -> dict[str, list[int]]:
@@ -177,7 +183,9 @@ def test_cifar_protocols_give_the_literature_sizes(name, sizes):
         assert set(members["query"]) == set(np.flatnonzero(source.groups == "test").tolist())
 
 
-@pytest.mark.parametrize("name, classes, query, train_pool", [("nuswide21", 21, 2100, 10500), ("coco", 80, 5000, 10000)])
+@pytest.mark.parametrize(
+    "name, classes, query, train_pool", [("nuswide21", 21, 2100, 10500), ("coco", 80, 5000, 10000)]
+)
 def test_multi_label_protocols(name, classes, query, train_pool):
     source = _multi_label(20000, classes)
     frame, meta = make_split(source, get_protocol(name), seed=0)
@@ -193,8 +201,14 @@ def test_imagenet100_uses_its_own_lists():
     per_class = [80] * 100
     groups = [["query"] * 50 + ["database"] * 30 for _ in per_class]
     labels_source = _single_label(per_class, groups)
-    source = SourceData("imagelist", labels_source.labels, labels_source.class_names,
-                        paths=tuple(f"{i}.JPEG" for i in range(8000)), root="/r", groups=labels_source.groups)
+    source = SourceData(
+        "imagelist",
+        labels_source.labels,
+        labels_source.class_names,
+        paths=tuple(f"{i}.JPEG" for i in range(8000)),
+        root="/r",
+        groups=labels_source.groups,
+    )
     with pytest.raises(ValueError, match="class 0 has 30 items available, needs 130"):
         make_split(source, get_protocol("imagenet100"), seed=0)
     groups = [["query"] * 50 + ["database"] * 200 for _ in per_class]

@@ -25,8 +25,12 @@ ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "DVC_ROOT", "DVC_STAG
 
 
 def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -75,10 +79,15 @@ def client_for(project: Path):
 
 
 EPOCHS = [
-    {"epoch": 1, "train_loss": 0.9, "train_seconds": 1.5,
-     "weights": {"mean": [1.0, 0.75], "reduced_fraction": 0.5}},
-    {"epoch": 2, "train_loss": 0.4, "train_seconds": 3.0, "val_map": {"8": 0.5, "16": 0.6}, "val_map_mean": 0.55,
-     "weights": {"mean": [1.25, 0.5], "reduced_fraction": 0.25}},
+    {"epoch": 1, "train_loss": 0.9, "train_seconds": 1.5, "weights": {"mean": [1.0, 0.75], "reduced_fraction": 0.5}},
+    {
+        "epoch": 2,
+        "train_loss": 0.4,
+        "train_seconds": 3.0,
+        "val_map": {"8": 0.5, "16": 0.6},
+        "val_map_mean": 0.55,
+        "weights": {"mean": [1.25, 0.5], "reduced_fraction": 0.25},
+    },
 ]
 
 
@@ -86,8 +95,16 @@ EPOCHS = [
 def test_epoch_metrics_names_every_number_of_a_record():
     step, metrics = tracking.epoch_metrics({**EPOCHS[1], "note": "text", "lr": None})
     assert step == 2
-    assert metrics == {"train_loss": 0.4, "train_seconds": 3.0, "val_map_8": 0.5, "val_map_16": 0.6,
-                       "val_map_mean": 0.55, "weight_0": 1.25, "weight_1": 0.5, "weights_reduced_fraction": 0.25}
+    assert metrics == {
+        "train_loss": 0.4,
+        "train_seconds": 3.0,
+        "val_map_8": 0.5,
+        "val_map_16": 0.6,
+        "val_map_mean": 0.55,
+        "weight_0": 1.25,
+        "weight_1": 0.5,
+        "weights_reduced_fraction": 0.25,
+    }
     with pytest.raises(ValueError, match="epoch"):
         tracking.epoch_metrics({"train_loss": 1.0})
 
@@ -95,12 +112,23 @@ def test_epoch_metrics_names_every_number_of_a_record():
 def test_result_metrics_and_params_flattening():
     bits = {"8": {"map": 0.5, "p_at_100": 0.4, "p_at_r2": 0.3}, "16": {"map": 0.7, "p_at_100": 0.6, "p_at_r2": 0.2}}
     assert tracking.result_metrics(bits, {"train_seconds": 12.5, "peak_memory_mb": 300}) == {
-        "map_8": 0.5, "p_at_100_8": 0.4, "p_at_r2_8": 0.3, "map_16": 0.7, "p_at_100_16": 0.6, "p_at_r2_16": 0.2,
-        "train_seconds": 12.5, "peak_memory_mb": 300.0}
+        "map_8": 0.5,
+        "p_at_100_8": 0.4,
+        "p_at_r2_8": 0.3,
+        "map_16": 0.7,
+        "p_at_100_16": 0.6,
+        "p_at_r2_16": 0.2,
+        "train_seconds": 12.5,
+        "peak_memory_mb": 300.0,
+    }
     with pytest.raises(ValueError, match="map"):
         tracking.result_metrics({"8": {"map": "high"}})
     assert tracking.flatten_params({"lr": 0.01, "loss_params": {"alpha": 0.5}, "lengths": [8, 16], "extra": {}}) == {
-        "lr": "0.01", "loss_params.alpha": "0.5", "lengths": "[8, 16]", "extra": "{}"}
+        "lr": "0.01",
+        "loss_params.alpha": "0.5",
+        "lengths": "[8, 16]",
+        "extra": "{}",
+    }
 
 
 # -- the store -------------------------------------------------------------------------------------
@@ -131,12 +159,14 @@ def test_model_run_logs_params_tags_metrics_artifacts_and_model(store):
     note = store.parent / "note.txt"
     note.write_text("hello\n")
     params = {"lr": 0.01, "loss_params": {"alpha": 0.5}, "lengths": [8, 16]}
-    with tracking.ModelRun("csq-nhl-full", params, {"nhl.loss": "csq"}, stage="train@csq-nhl-full",
-                           project_root=store) as run:
+    with tracking.ModelRun(
+        "csq-nhl-full", params, {"nhl.loss": "csq"}, stage="train@csq-nhl-full", project_root=store
+    ) as run:
         for record in EPOCHS:
             run.log_epoch(record)
-        run.log_results({"16": {"map": 0.7, "p_at_100": 0.6, "p_at_r2": 0.2}},
-                        {"train_seconds": 3.0, "peak_memory_mb": 512.0})
+        run.log_results(
+            {"16": {"map": 0.7, "p_at_100": 0.6, "p_at_r2": 0.2}}, {"train_seconds": 3.0, "peak_memory_mb": 512.0}
+        )
         run.log_artifact(note)
         model_uri = run.log_model(model_file)
     assert not run.skipped and run.run_id is not None
@@ -200,7 +230,7 @@ def test_pyfunc_gives_the_code_at_every_length_from_arrays_and_image_files(store
     model = tiny_hasher(2).train()
     with tracking.ModelRun("csq-nhl-small", project_root=store) as run:
         uri = run.log_model(model)
-    assert model.training                       # the caller's model is untouched
+    assert model.training  # the caller's model is untouched
     pyfunc = mlflow.pyfunc.load_model(uri)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     out = pyfunc.predict(x.numpy())
@@ -256,6 +286,7 @@ def test_a_logged_model_that_is_not_ours_is_refused_unread(store, tmp_path):
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
+
 def test_failure_inside_the_block_marks_the_run_failed_and_propagates(store):
     with pytest.raises(FloatingPointError):
         with tracking.ModelRun("csq-baseline-8", project_root=store) as run:
@@ -275,12 +306,13 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
     with tracking.ModelRun("other", project_root=store) as other:
         pass
     assert other.run_id not in (None, train.run_id)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)   # mlflow.end_run unsets it
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)  # mlflow.end_run unsets it
 
     trained = client_for(store).get_run(train.run_id).info
-    time.sleep(0.05)                          # an end time moved by the evaluation would show
-    with tracking.ModelRun("csq-nhl-noA-noD", tags={"nhl.evaluated": "yes"}, project_root=store,
-                           resume=train.run_id) as evaluate:
+    time.sleep(0.05)  # an end time moved by the evaluation would show
+    with tracking.ModelRun(
+        "csq-nhl-noA-noD", tags={"nhl.evaluated": "yes"}, project_root=store, resume=train.run_id
+    ) as evaluate:
         evaluate.log_results({"8": {"map": 0.25}})
     assert evaluate.run_id == train.run_id
     logged = client_for(store).get_run(train.run_id)
@@ -297,7 +329,8 @@ def test_resume_adds_to_an_earlier_run(store, monkeypatch, caplog):
             missing.log_results({"8": {"map": 0.5}})
     assert missing.skipped and missing.run_id is None
     assert [r.getMessage() for r in caplog.records] == [
-        f"MLflow tracking skipped: run {'0' * 32} not found in sqlite:///{store}/mlruns.db (RESOURCE_DOES_NOT_EXIST)"]
+        f"MLflow tracking skipped: run {'0' * 32} not found in sqlite:///{store}/mlruns.db (RESOURCE_DOES_NOT_EXIST)"
+    ]
 
 
 def test_experiment_opens_on_model_training_and_runs_carry_their_datasets(store):
@@ -309,11 +342,21 @@ def test_experiment_opens_on_model_training_and_runs_carry_their_datasets(store)
     # the value MLflow 3's UI reads to open the runs table instead of the GenAI overview
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     inputs = client.get_run(run.run_id).inputs.dataset_inputs
-    found = {(i.dataset.name, i.dataset.digest, {t.key: t.value for t in i.tags}["mlflow.data.context"],
-              json.loads(i.dataset.source)["uri"], json.loads(i.dataset.profile)["num_rows"]) for i in inputs}
+    found = {
+        (
+            i.dataset.name,
+            i.dataset.digest,
+            {t.key: t.value for t in i.tags}["mlflow.data.context"],
+            json.loads(i.dataset.source)["uri"],
+            json.loads(i.dataset.profile)["num_rows"],
+        )
+        for i in inputs
+    }
     uri = (store / "splits").resolve().as_uri()
-    assert found == {("digits/train", "ab12ab12ab12", "training", uri, 500),
-                     ("digits/val", "ab12ab12ab12", "validation", uri, 100)}
+    assert found == {
+        ("digits/train", "ab12ab12ab12", "training", uri, 500),
+        ("digits/val", "ab12ab12ab12", "validation", uri, 100),
+    }
     with pytest.raises(ValueError, match="split"):
         from nhl.tracking.datasets import dataset_inputs
 
@@ -342,7 +385,7 @@ def test_pipeline_tag_follows_commit_params_and_code_not_outputs(env, tmp_path):
     project = make_project(tmp_path / "p")
     params = (project / "params.yaml").read_bytes()
     head = git(project, "rev-parse", "HEAD")
-    digest = hashlib.sha256(params + b"\0").hexdigest()[:8]     # no uncommitted diff
+    digest = hashlib.sha256(params + b"\0").hexdigest()[:8]  # no uncommitted diff
     expected = f"{head[:10]}-{digest}"
     assert tracking.pipeline_run_tag(project) == expected
 
@@ -390,7 +433,7 @@ def test_unreachable_store_degrades_to_a_no_op(env, tmp_path, caplog, uri):
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith(f"MLflow tracking skipped: {uri} unreachable (")
     assert "\n" not in warnings[0]
-    with pytest.raises(ValueError, match="epoch"):     # the caller's own mistakes still surface
+    with pytest.raises(ValueError, match="epoch"):  # the caller's own mistakes still surface
         run.log_epoch({"train_loss": 1.0})
 
 
@@ -408,7 +451,11 @@ def test_ui_command_targets_the_project_store(env, tmp_path, capsys):
     assert command[1:4] == ["-m", "mlflow", "ui"]
     option = dict(zip(command[4::2], command[5::2], strict=True))
     assert option["--backend-store-uri"] == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
-    assert option["--default-artifact-root"] == option["--artifacts-destination"] == str(tmp_path.resolve() / "mlartifacts")
+    assert (
+        option["--default-artifact-root"]
+        == option["--artifacts-destination"]
+        == str(tmp_path.resolve() / "mlartifacts")
+    )
     assert option["--port"] == "5123" and option["--host"] == "127.0.0.1"
     with pytest.raises(ValueError, match="--port"):
         ui.ui_command(ui_parser().parse_args(["ui", "--port", "70000"]))
@@ -460,8 +507,13 @@ def test_ui_server_shows_the_runs_of_the_project_store(store):
         pass
     port = free_port()
     args = ui_parser().parse_args(["ui", "--port", str(port), "--project-root", str(store)])
-    server = subprocess.Popen(ui.ui_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    server = subprocess.Popen(
+        ui.ui_command(args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -474,10 +526,14 @@ def test_ui_server_shows_the_runs_of_the_project_store(store):
                 pass
             assert time.monotonic() < deadline, "mlflow ui did not answer /health"
             time.sleep(0.5)
-        answer = json.loads(urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={run.run_id}", timeout=10).read())
-        assert {t["key"]: t["value"] for t in answer["run"]["data"]["tags"]}["nhl.model_id"] == "seen-by-ui"  # same store
+        answer = json.loads(
+            urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={run.run_id}", timeout=10).read()
+        )
+        assert {t["key"]: t["value"] for t in answer["run"]["data"]["tags"]}[
+            "nhl.model_id"
+        ] == "seen-by-ui"  # same store
     finally:
-        os.killpg(server.pid, signal.SIGKILL)     # the server, its uvicorn worker and job runner
+        os.killpg(server.pid, signal.SIGKILL)  # the server, its uvicorn worker and job runner
         server.wait(timeout=30)
 
 
@@ -488,24 +544,30 @@ def test_report_stage_adds_each_evaluation_to_its_training_run_once(store, digit
     with tracking.ModelRun("csq-nhl-full", project_root=store) as train:
         train.log_epoch({"epoch": 1, "train_loss": 0.3})
     trained = client_for(store).get_run(train.run_id).info
-    record = {"model_id": "csq-nhl-full", "mlflow_run_id": train.run_id,
-              "bits": {"8": {"map": 0.5, "p_at_100": 0.25}, "16": {"map": 0.75, "p_at_100": 0.5}}}
+    record = {
+        "model_id": "csq-nhl-full",
+        "mlflow_run_id": train.run_id,
+        "bits": {"8": {"map": 0.5, "p_at_100": 0.25}, "16": {"map": 0.75, "p_at_100": 0.5}},
+    }
     orphan = {"model_id": "untracked", "mlflow_run_id": None, "bits": {"8": {"map": 0.1}}}
     files = [tmp_path / "csq-nhl-full.json", tmp_path / "untracked.json", tmp_path / "missing.json"]
     files[0].write_text(json.dumps(record))
     files[1].write_text(json.dumps(orphan))
     assert log_evaluations(files, digits_manifest_dir, project_root=store) == 1
-    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 0     # a report rerun adds nothing
+    assert log_evaluations(files, digits_manifest_dir, project_root=store) == 0  # a report rerun adds nothing
     client = client_for(store)
     run = client.get_run(train.run_id)
-    assert run.data.metrics == {"train_loss": 0.3, "map_8": 0.5, "p_at_100_8": 0.25, "map_16": 0.75,
-                                "p_at_100_16": 0.5}
+    assert run.data.metrics == {"train_loss": 0.3, "map_8": 0.5, "p_at_100_8": 0.25, "map_16": 0.75, "p_at_100_16": 0.5}
     assert len(client.get_metric_history(train.run_id, "map_8")) == 1
-    assert (run.info.start_time, run.info.end_time, run.info.status) == (trained.start_time, trained.end_time,
-                                                                          "FINISHED")
+    assert (run.info.start_time, run.info.end_time, run.info.status) == (
+        trained.start_time,
+        trained.end_time,
+        "FINISHED",
+    )
     meta = read_manifest(digits_manifest_dir)[1]
-    contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
-                for i in run.inputs.dataset_inputs}
+    contexts = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in run.inputs.dataset_inputs
+    }
     assert contexts == {"digits/query": "evaluation", "digits/database": "evaluation"}
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {meta["content_hash"].split(":")[1][:12]}
     assert [a.path for a in client.list_artifacts(train.run_id)] == ["csq-nhl-full.json"]

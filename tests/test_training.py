@@ -104,18 +104,27 @@ class _Interrupt(Exception):
 
 def test_resume_after_an_interruption_gives_the_same_weights(digits_splits, tmp_path):
     config = _config(loss="dsh", lengths=(8, 16), adaptive=True, epochs=3)
-    full = train_model(config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path / "a",
-                       progress=False)
+    full = train_model(
+        config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path / "a", progress=False
+    )
 
     def stop_after_second_epoch(record):
         if record["epoch"] == 2:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_model(config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path / "b",
-                    progress=False, on_epoch=stop_after_second_epoch)
-    resumed = train_model(config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path / "b",
-                          resume=True, progress=False)
+        train_model(
+            config,
+            digits_splits.train,
+            digits_splits.val,
+            digits_splits.train,
+            tmp_path / "b",
+            progress=False,
+            on_epoch=stop_after_second_epoch,
+        )
+    resumed = train_model(
+        config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path / "b", resume=True, progress=False
+    )
     assert resumed.epochs_run == 3 and resumed.best_epoch == full.best_epoch
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
@@ -123,16 +132,35 @@ def test_resume_after_an_interruption_gives_the_same_weights(digits_splits, tmp_
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(digits_splits, tmp_path):
-    train_model(_config(loss="csq", lengths=(8,), epochs=1), digits_splits.train, digits_splits.val,
-                digits_splits.train, tmp_path, progress=False)
+    train_model(
+        _config(loss="csq", lengths=(8,), epochs=1),
+        digits_splits.train,
+        digits_splits.val,
+        digits_splits.train,
+        tmp_path,
+        progress=False,
+    )
     with pytest.raises(ValueError, match=r"different configuration .*lengths"):
-        train_model(_config(loss="csq", lengths=(16,), epochs=1), digits_splits.train, digits_splits.val,
-                    digits_splits.train, tmp_path, resume=True, progress=False)
+        train_model(
+            _config(loss="csq", lengths=(16,), epochs=1),
+            digits_splits.train,
+            digits_splits.val,
+            digits_splits.train,
+            tmp_path,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_nan_loss_stops_with_the_loss_name_and_epoch_and_keeps_the_last_checkpoint(digits_splits, tmp_path):
-    trainer = Trainer(_config(loss="csq", lengths=(8, 16), epochs=3), digits_splits.train, digits_splits.val,
-                      digits_splits.train, tmp_path, progress=False)
+    trainer = Trainer(
+        _config(loss="csq", lengths=(8, 16), epochs=3),
+        digits_splits.train,
+        digits_splits.val,
+        digits_splits.train,
+        tmp_path,
+        progress=False,
+    )
     original = trainer.objective.forward
 
     def poisoned(outputs, labels, index):
@@ -148,8 +176,14 @@ def test_nan_loss_stops_with_the_loss_name_and_epoch_and_keeps_the_last_checkpoi
 
 
 def test_early_stopping_counts_evaluations_without_improvement_and_keeps_the_best(digits_splits, tmp_path):
-    trainer = Trainer(_config(loss="csq", lengths=(8, 16), epochs=10, patience=2), digits_splits.train,
-                      digits_splits.val, digits_splits.train, tmp_path, progress=False)
+    trainer = Trainer(
+        _config(loss="csq", lengths=(8, 16), epochs=10, patience=2),
+        digits_splits.train,
+        digits_splits.val,
+        digits_splits.train,
+        tmp_path,
+        progress=False,
+    )
     scores = iter([0.3, 0.5, 0.4, 0.45, 0.9, 0.9])
     snapshots = {}
 
@@ -160,19 +194,22 @@ def test_early_stopping_counts_evaluations_without_improvement_and_keeps_the_bes
 
     trainer.evaluate = scripted
     result = trainer.fit()
-    assert result.epochs_run == 4           # improvement at 2, then two evaluations without
+    assert result.epochs_run == 4  # improvement at 2, then two evaluations without
     assert result.best_epoch == 2 and result.best_score == pytest.approx(0.5)
     for name, value in result.model.state_dict().items():
         assert torch.equal(value, snapshots[2][name]), name
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"epochs": "3"}, r"train\.epochs: expected int"),
-    ({"lr": True}, r"train\.lr: expected int or float"),
-    ({"batch_size": 0}, r"train\.batch_size: expected an integer >= 1"),
-    ({"centres": "prefix"}, r"train: unknown setting\(s\) \['centres'\]"),
-    ({"centers": "shared"}, r"train\.centers: expected 'independent' or 'prefix'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochs": "3"}, r"train\.epochs: expected int"),
+        ({"lr": True}, r"train\.lr: expected int or float"),
+        ({"batch_size": 0}, r"train\.batch_size: expected an integer >= 1"),
+        ({"centres": "prefix"}, r"train: unknown setting\(s\) \['centres'\]"),
+        ({"centers": "shared"}, r"train\.centers: expected 'independent' or 'prefix'"),
+    ],
+)
 def test_config_from_mapping_names_the_bad_field(values, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_mapping(values)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -71,14 +70,19 @@ def ui_server(project):
     """`nhl ui`'s server on the project's store; yields its base URL once it answers /health."""
     port = _free_port()
     args = argparse.Namespace(port=port, host="127.0.0.1", project_root=project)
-    server = subprocess.Popen(ui.ui_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    server = subprocess.Popen(
+        ui.ui_command(args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for_health(base, server)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGKILL)     # the server, its uvicorn worker and job runner
+        os.killpg(server.pid, signal.SIGKILL)  # the server, its uvicorn worker and job runner
         server.wait(timeout=30)
 
 
@@ -115,4 +119,4 @@ def test_the_page_nhl_ui_links_lists_the_runs_with_their_dataset(project, ui_ser
     # the runs table, not the GenAI overview: its columns are there, the traces overview is not
     assert "/runs" in browser.current_url and "Dataset" in text and "Duration" in text
     assert "Tokens per Trace" not in text
-    assert text.count("digits/train (5e1f5e1f5e1f)") == len(RUNS)    # one per run, with the manifest digest
+    assert text.count("digits/train (5e1f5e1f5e1f)") == len(RUNS)  # one per run, with the manifest digest

@@ -23,9 +23,9 @@ PROTOCOL = Protocol("tiny", query=2, train=5, val=1)
 @pytest.fixture(scope="module")
 def gate():
     """Import Great Expectations once for the module (about 6 s cold)."""
-    from nhl.data import validation
-
     import great_expectations  # noqa: F401 - imported for its cold-start cost only
+
+    from nhl.data import validation
 
     return validation.validate_manifest
 
@@ -36,8 +36,9 @@ def memory_manifest(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("memory")
     rng = np.random.default_rng(0)
     targets = np.repeat(np.arange(4), 12)
-    source = SourceData("synthetic", one_hot(targets, 4), ("a", "b", "c", "d"),
-                        images=rng.integers(0, 256, (48, 3, 3), dtype=np.uint8))
+    source = SourceData(
+        "synthetic", one_hot(targets, 4), ("a", "b", "c", "d"), images=rng.integers(0, 256, (48, 3, 3), dtype=np.uint8)
+    )
     save_source(source, root / "raw")
     frame, meta = make_split(source, PROTOCOL, seed=0)
     write_manifest(root / "splits", frame, dict(meta, raw_dir=str(root / "raw")))
@@ -102,25 +103,50 @@ def _swap_split_of_first(split_from, split_to):
         index = frame.index[frame["split"] == split_from][0]
         frame.loc[index, "split"] = split_to
         return frame
+
     return change
 
 
 CORRUPTIONS = {
     "extra column": (lambda f: f.assign(extra=1), {"columns are item_id, row, labels, split"}),
     "empty labels": (lambda f: f.assign(labels=[None] + list(f["labels"][1:])), {"no empty labels"}),
-    "unknown split": (lambda f: f.assign(split=["test"] + list(f["split"][1:])), {"split is one of train/val/query/database"}),
-    "non-numeric labels": (lambda f: f.assign(labels=["x"] + list(f["labels"][1:])), {"labels are space-separated label indices"}),
+    "unknown split": (
+        lambda f: f.assign(split=["test"] + list(f["split"][1:])),
+        {"split is one of train/val/query/database"},
+    ),
+    "non-numeric labels": (
+        lambda f: f.assign(labels=["x"] + list(f["labels"][1:])),
+        {"labels are space-separated label indices"},
+    ),
     "label out of range": (lambda f: f.assign(labels=["4"] + list(f["labels"][1:])), {"label indices within 0..3"}),
-    "duplicate id in a split": (lambda f: pd.concat([f, f.iloc[[0]]], ignore_index=True), {"item ids unique within each split"}),
+    "duplicate id in a split": (
+        lambda f: pd.concat([f, f.iloc[[0]]], ignore_index=True),
+        {"item ids unique within each split"},
+    ),
     "query item in database": (
         lambda f: pd.concat([f, f[f["split"] == "query"].iloc[[0]].assign(split="database")], ignore_index=True),
         {"no query item in another split"},
     ),
-    "one id, two images": (lambda f: f.assign(row=[f["row"][1]] + list(f["row"][1:])), {"each item id names one image and one label set"}),
-    "class missing from val": (lambda f: f[~((f["split"] == "val") & (f["labels"] == "2"))], {"every class present in val"}),
-    "row outside the raw array": (lambda f: f.assign(row=[480] + list(f["row"][1:]), item_id=[480] + list(f["item_id"][1:])), {None}),
-    "database row dropped": (lambda f: f.drop(index=f.index[f["split"] == "database"][0]), {"database has 16 rows as protocol tiny says"}),
-    "item_id not integer": (lambda f: f.assign(item_id=["a"] + list(f["item_id"][1:])), {"item_id is an integer column"}),
+    "one id, two images": (
+        lambda f: f.assign(row=[f["row"][1]] + list(f["row"][1:])),
+        {"each item id names one image and one label set"},
+    ),
+    "class missing from val": (
+        lambda f: f[~((f["split"] == "val") & (f["labels"] == "2"))],
+        {"every class present in val"},
+    ),
+    "row outside the raw array": (
+        lambda f: f.assign(row=[480] + list(f["row"][1:]), item_id=[480] + list(f["item_id"][1:])),
+        {None},
+    ),
+    "database row dropped": (
+        lambda f: f.drop(index=f.index[f["split"] == "database"][0]),
+        {"database has 16 rows as protocol tiny says"},
+    ),
+    "item_id not integer": (
+        lambda f: f.assign(item_id=["a"] + list(f["item_id"][1:])),
+        {"item_id is an integer column"},
+    ),
 }
 
 
@@ -147,6 +173,7 @@ def test_protocol_sizes_are_taken_from_the_recorded_spec(gate, memory_manifest, 
     def claim_more_queries(meta):
         meta["protocol_spec"] = dict(meta["protocol_spec"], query=3)
         return meta
+
     broken = _copy_with(memory_manifest, tmp_path / "m", meta_change=claim_more_queries)
     failed = _failed(gate(broken))
     assert {"query has 12 rows as protocol tiny says", "database has 12 rows as protocol tiny says"} <= failed
@@ -198,6 +225,7 @@ def test_audit_lists_missing_images(gate, file_manifest, tmp_path):
     def add_missing(meta):
         meta["missing"] = [f"gone/{i}.jpg" for i in range(60)]
         return meta
+
     changed = _copy_with(file_manifest, tmp_path / "m", meta_change=add_missing)
     result = gate(changed, images=file_manifest.parent)
     assert result.success and result.summary["missing_images"]["count"] == 60

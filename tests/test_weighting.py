@@ -16,7 +16,7 @@ def test_two_lengths_hand_worked():
     # lengths [1, 2], d = 2. g_1 (row 0 only) = [1, 0]; g_2 = [[-3, 0], [5, 5]].
     # Shared row 0: d_12 = 1 * -3 + 0 * 0 = -3.  tau_1 = beta * ||g_1||^2 / (n - 1) = 1 * 1 / 1 = 1.
     # -d_12 = 3 > tau_1, so alpha_12 = 1 / 3.  w = [1, 1/3], sum 4/3, normalised to sum 2: [1.5, 0.5].
-    g1, g2 = T([1., 0.]), T([-3., 0., 5., 5.])
+    g1, g2 = T([1.0, 0.0]), T([-3.0, 0.0, 5.0, 5.0])
     assert torch.allclose(dominance_weights([g1, g2], [1, 2]), T([1.5, 0.5]))
     # beta = 0: any opposing push zeroes the longer weight: w = [1, 0] -> [2, 0]
     assert torch.allclose(dominance_weights([g1, g2], [1, 2], beta=0.0), T([2.0, 0.0]))
@@ -25,7 +25,7 @@ def test_two_lengths_hand_worked():
 
 
 # lengths [1, 2, 3], d = 1, so each gradient is a vector with one entry per row.
-G1, G2, G3 = T([2.]), T([-3., 1.]), T([-1., -4., 2.])
+G1, G2, G3 = T([2.0]), T([-3.0, 1.0]), T([-1.0, -4.0, 2.0])
 
 
 def test_three_lengths_hand_worked_with_the_cap():
@@ -44,19 +44,19 @@ def test_faithful_uses_the_shortest_norm_for_every_length():
     # nhl: tau_2 = ||g_2||^2 / 2 = 5; 3 < 5, alpha_23 = 1 -> w = [1.8, 0.6, 0.6] as above.
     # faithful: tau_2 = ||g_1||^2 / 2 = 2; 3 > 2, alpha_23 = 2/3 -> w = [1, 1/3, 2/9], sum 14/9,
     #   times 3 / (14/9): [27/14, 9/14, 6/14].
-    g3 = T([-1., -6., 2.])
+    g3 = T([-1.0, -6.0, 2.0])
     assert torch.allclose(dominance_weights([G1, G2, g3], [1, 2, 3]), T([1.8, 0.6, 0.6]))
     assert torch.allclose(dominance_weights([G1, G2, g3], [1, 2, 3], faithful=True), T([27, 9, 6]) / 14)
 
 
 def test_both_gradient_layouts_are_accepted():
-    full = [T([2., 0., 0.]), T([-3., 1., 0.]), G3]  # whole k_max x d weight, zeros beyond row k_i
+    full = [T([2.0, 0.0, 0.0]), T([-3.0, 1.0, 0.0]), G3]  # whole k_max x d weight, zeros beyond row k_i
     expected = T([1.8, 0.6, 0.6])
     assert torch.allclose(dominance_weights(full, [1, 2, 3]), expected)
     assert torch.allclose(dominance_weights([full[0], G2, G3], [1, 2, 3]), expected)
     assert torch.allclose(dominance_weights([g.reshape(-1, 1) for g in full], [1, 2, 3]), expected)
     with pytest.raises(ValueError, match=r"grads\[1\]"):
-        dominance_weights([G1, T([1., 2., 3., 4.]), G3], [1, 2, 3])
+        dominance_weights([G1, T([1.0, 2.0, 3.0, 4.0]), G3], [1, 2, 3])
     with pytest.raises(ValueError, match="one gradient per length"):
         dominance_weights([G1, G2], [1, 2, 3])
 
@@ -65,7 +65,7 @@ def test_no_opposing_gradients_gives_all_ones_and_one_length_gives_one():
     rng = np.random.default_rng(0)
     grads = [torch.from_numpy(rng.random(k * 5)) for k in (2, 4, 8)]  # all entries > 0: every d_ij > 0
     assert torch.equal(dominance_weights(grads, [2, 4, 8]), torch.ones(3))
-    assert torch.equal(dominance_weights([T([-1., 2.])], [2]), torch.ones(1))
+    assert torch.equal(dominance_weights([T([-1.0, 2.0])], [2]), torch.ones(1))
 
 
 def test_random_gradients_sum_to_n_and_never_exceed_the_shortest():
@@ -129,8 +129,11 @@ def test_one_training_step_matches_a_manual_update():
     backbone, head = nn.Linear(3, d), TinyHead(d, lengths)
     x = torch.randn(batch, 3)
     # targets that disagree on the shared bits: the longest code pulls bits 0-1 the other way, hard
-    targets = [torch.ones(batch, 2), torch.ones(batch, 4), torch.cat([-8 * torch.ones(batch, 2),
-                                                                      torch.ones(batch, 4)], 1)]
+    targets = [
+        torch.ones(batch, 2),
+        torch.ones(batch, 4),
+        torch.cat([-8 * torch.ones(batch, 2), torch.ones(batch, 4)], 1),
+    ]
     A, a = backbone.weight.detach().numpy().copy(), backbone.bias.detach().numpy().copy()
     W, b = head.linear.weight.detach().numpy().copy(), head.linear.bias.detach().numpy().copy()
 
@@ -170,9 +173,9 @@ def test_one_training_step_matches_a_manual_update():
 def test_running_stats_summary_and_reset():
     head = TinyHead(2, [1, 2])
     with torch.no_grad():
-        head.linear.weight.copy_(T([[1., 0.], [0., 1.]]))
+        head.linear.weight.copy_(T([[1.0, 0.0], [0.0, 1.0]]))
         head.linear.bias.zero_()
-    x = T([[1., 0.]])
+    x = T([[1.0, 0.0]])
     weighting = AdaptiveWeighting()
     # opposing objectives: u_1 = x W_0 = 1 pulled down, u_2's bit 0 pulled up hard -> reduced
     opposed = weighting.compute(head, x, lambda out: [out[0].sum(), -10 * out[1][:, 0].sum()])

@@ -50,8 +50,12 @@ def _dataset_section(tables: Tables, spec: ClaimsSpec, dataset: str) -> dict[str
         "losses": {loss: {"rows": quality[loss], "cost": tables.cost(dataset, loss)} for loss in losses},
         "pooled": pooled,
         "comparisons": tables.comparisons(dataset),
-        "full_per_loss": [{"loss": loss, "summary": row["vs_baseline"]} for loss in spec.losses(base)
-                          for row in quality[loss] if row["setting"] == base and row["variant"] == FULL],
+        "full_per_loss": [
+            {"loss": loss, "summary": row["vs_baseline"]}
+            for loss in spec.losses(base)
+            for row in quality[loss]
+            if row["setting"] == base and row["variant"] == FULL
+        ],
         "full_per_length": full["per_length"] if full is not None else {},
         "provenance": tables.provenance(dataset),
         "weak_baselines": weak_baselines({loss: quality[loss] for loss in spec.losses(base)}),
@@ -60,8 +64,13 @@ def _dataset_section(tables: Tables, spec: ClaimsSpec, dataset: str) -> dict[str
     return section
 
 
-def build_claims(runs_dir: str | os.PathLike, spec: ClaimsSpec, cell_ids: list[str] | None = None,
-                 digests: dict[str, str] | None = None, header: dict[str, Any] | None = None) -> ClaimsReport:
+def build_claims(
+    runs_dir: str | os.PathLike,
+    spec: ClaimsSpec,
+    cell_ids: list[str] | None = None,
+    digests: dict[str, str] | None = None,
+    header: dict[str, Any] | None = None,
+) -> ClaimsReport:
     """Read the collected cells and compute every table, test and verdict; writes nothing.
 
     `cell_ids` are the cells expected (all folders found when None); `digests` leave out folders
@@ -77,10 +86,19 @@ def build_claims(runs_dir: str | os.PathLike, spec: ClaimsSpec, cell_ids: list[s
         "header": dict(header or {}),
         "spec": {**asdict(spec), "speedup_claim": list(spec.speedup_claim)},
         "models": {"expected": expected, "found": len(index.results)},
-        "cells": [{"cell_id": c.meta["cell_id"], "experiment": c.meta["experiment"], "rev": c.meta["rev"],
-                   "baseline_rev": c.meta.get("baseline_rev"), "models_found": len(c.results),
-                   "models_expected": c.meta.get("models_expected"), "machine": c.meta.get("machine"),
-                   "path": c.path} for c in cells],
+        "cells": [
+            {
+                "cell_id": c.meta["cell_id"],
+                "experiment": c.meta["experiment"],
+                "rev": c.meta["rev"],
+                "baseline_rev": c.meta.get("baseline_rev"),
+                "models_found": len(c.results),
+                "models_expected": c.meta.get("models_expected"),
+                "machine": c.meta.get("machine"),
+                "path": c.path,
+            }
+            for c in cells
+        ],
         "notes": notes,
         "datasets": {d: _dataset_section(tables, spec, d) for d in spec.datasets},
         "figures": {},
@@ -89,8 +107,11 @@ def build_claims(runs_dir: str | os.PathLike, spec: ClaimsSpec, cell_ids: list[s
     return ClaimsReport(data)
 
 
-def write_claims(report: ClaimsReport, markdown: str | os.PathLike = "reports/claims.md",
-                 out_dir: str | os.PathLike = "reports/claims") -> dict[str, Path]:
+def write_claims(
+    report: ClaimsReport,
+    markdown: str | os.PathLike = "reports/claims.md",
+    out_dir: str | os.PathLike = "reports/claims",
+) -> dict[str, Path]:
     """Draw the figures into `<out_dir>/figures/`, write `<out_dir>/claims.json` and `markdown`.
 
     Figures are drawn in a temporary folder and both texts rendered before the first file is

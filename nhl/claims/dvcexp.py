@@ -46,7 +46,7 @@ def experiment_refs(root: str | os.PathLike, baseline: str) -> dict[str, str]:
     refs = {}
     for line in out.splitlines():
         ref, rev = line.split()
-        refs[ref[len(prefix):]] = rev
+        refs[ref[len(prefix) :]] = rev
     return refs
 
 
@@ -86,8 +86,19 @@ def dvc_command(cell: Cell, name: str, force: bool = False) -> list[str]:
     rerun (after a fix, or without that model) takes only what is left. A cell with a failed
     stage saves no experiment.
     """
-    return [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--keep-going", "-n", name,
-            *(["-f"] if force else []), *cell.set_param_args()]
+    return [
+        sys.executable,
+        "-m",
+        "dvc",
+        "exp",
+        "run",
+        "--temp",
+        "--keep-going",
+        "-n",
+        name,
+        *(["-f"] if force else []),
+        *cell.set_param_args(),
+    ]
 
 
 def run_cell(root: str | os.PathLike, cell: Cell, name: str, force: bool = False) -> int:
@@ -112,12 +123,21 @@ def check_comparison(data: dict[str, Any], cell: Cell, name: str) -> None:
             continue
         found, actual = _lookup(quoted, key)
         if found and actual != value:
-            raise ValueError(f"experiment {name}: {COMPARISON} has {key}={actual!r}, the cell sets {value!r}; "
-                             "its report stage did not run on this cell's models")
+            raise ValueError(
+                f"experiment {name}: {COMPARISON} has {key}={actual!r}, the cell sets {value!r}; "
+                "its report stage did not run on this cell's models"
+            )
 
 
-def collect_cell(root: str | os.PathLike, cell: Cell, name: str, rev: str, baseline: str,
-                 runs_dir: str | os.PathLike, machine: str | None = None) -> Path:
+def collect_cell(
+    root: str | os.PathLike,
+    cell: Cell,
+    name: str,
+    rev: str,
+    baseline: str,
+    runs_dir: str | os.PathLike,
+    machine: str | None = None,
+) -> Path:
     """Copy one finished experiment's results into `<runs_dir>/<cell_id>/` (see nhl.claims.runs).
 
     `machine` names where the experiment ran (`nhl.claims.machine.describe_machine()`; DVC
@@ -137,14 +157,29 @@ def collect_cell(root: str | os.PathLike, cell: Cell, name: str, rev: str, basel
         original = show(root, rev, f"metrics/{model_id}.json")
         record = json.loads(original) if original is not None else by_id.get(model_id)
         if record is None:
-            continue                                  # not trained (a failed stage): shown as "—"
-        record["source"] = {"experiment": name, "rev": rev,
-                            "from": f"metrics/{model_id}.json" if original is not None else COMPARISON,
-                            "model_md5": md5.get(f"models/{model_id}.pt"),
-                            "metrics_md5": md5.get(f"metrics/{model_id}.json")}
+            continue  # not trained (a failed stage): shown as "—"
+        record["source"] = {
+            "experiment": name,
+            "rev": rev,
+            "from": f"metrics/{model_id}.json" if original is not None else COMPARISON,
+            "model_md5": md5.get(f"models/{model_id}.pt"),
+            "metrics_md5": md5.get(f"metrics/{model_id}.json"),
+        }
         records.append(record)
-    meta = {"cell_id": cell.cell_id, "dataset": cell.dataset, "seed": cell.seed, "setting": cell.setting,
-            "losses": list(cell.losses), "variants": list(cell.variants), "experiment": name, "rev": rev,
-            "baseline_rev": baseline, "digest": cell.digest, "overrides": cell.overrides,
-            "models_expected": len(cell.model_ids), "models_found": len(records), "machine": machine}
+    meta = {
+        "cell_id": cell.cell_id,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "setting": cell.setting,
+        "losses": list(cell.losses),
+        "variants": list(cell.variants),
+        "experiment": name,
+        "rev": rev,
+        "baseline_rev": baseline,
+        "digest": cell.digest,
+        "overrides": cell.overrides,
+        "models_expected": len(cell.model_ids),
+        "models_found": len(records),
+        "machine": machine,
+    }
     return write_cell(runs_dir, meta, records, {"dvc.lock": lock, "params.yaml": params})

@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-NO_GPU = "no CUDA GPU"          # the description's words for a machine without one (the report tests for them)
+NO_GPU = "no CUDA GPU"  # the description's words for a machine without one (the report tests for them)
 
 
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:

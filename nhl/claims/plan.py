@@ -30,7 +30,7 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _KEYWORDS = ("null", "true", "false", "inf", "nan")
-_RESERVED = ("models.",)          # the plan sets models.losses / models.variants itself
+_RESERVED = ("models.",)  # the plan sets models.losses / models.variants itself
 
 
 def hydra_value(value: Any) -> str:
@@ -140,15 +140,16 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: {key} is set by the plan (losses and variants of each setting)")
         out.update(flatten(key, item))
     for item in out.values():
-        hydra_value(item)                       # a value the override grammar cannot say fails here
+        hydra_value(item)  # a value the override grammar cannot say fails here
     return out
 
 
 def _check_variant(name: str, where: str) -> None:
     rest = name.removeprefix("baseline-")
     if name not in NESTED_VARIANTS and not (name.startswith("baseline-") and rest.isdigit() and int(rest) > 0):
-        raise ValueError(f"{where}: unknown variant {name!r}; expected baseline-<k> or one of "
-                         f"{', '.join(NESTED_VARIANTS)}")
+        raise ValueError(
+            f"{where}: unknown variant {name!r}; expected baseline-<k> or one of {', '.join(NESTED_VARIANTS)}"
+        )
 
 
 def plan_cells(spec: Mapping[str, Any], uses_centers: Callable[[str], bool]) -> list[Cell]:
@@ -162,14 +163,19 @@ def plan_cells(spec: Mapping[str, Any], uses_centers: Callable[[str], bool]) -> 
     if not datasets:
         raise ValueError("experiment.datasets: expected at least one dataset")
     seeds = _names(spec.get("seeds"), "experiment.seeds", lambda v: isinstance(v, int) and not isinstance(v, bool))
-    seed_keys = _names(spec.get("seed_keys", ["train.seed"]), "experiment.seed_keys",
-                       lambda v: isinstance(v, str) and bool(_KEY.match(v)))
+    seed_keys = _names(
+        spec.get("seed_keys", ["train.seed"]),
+        "experiment.seed_keys",
+        lambda v: isinstance(v, str) and bool(_KEY.match(v)),
+    )
     losses = _names(spec.get("losses"), "experiment.losses")
     loss_params = _mapping(spec.get("loss_params") or {}, "experiment.loss_params")
     missing = [loss for loss in losses if loss not in loss_params]
     if missing:
-        raise ValueError(f"experiment.loss_params: no entry for {', '.join(missing)} "
-                         "(give each loss its hyper-parameters, {} for the loss's defaults)")
+        raise ValueError(
+            f"experiment.loss_params: no entry for {', '.join(missing)} "
+            "(give each loss its hyper-parameters, {} for the loss's defaults)"
+        )
     common = _overrides(spec.get("common"), "experiment.common")
     settings = _mapping(spec.get("settings"), "experiment.settings")
     if not settings:
@@ -200,10 +206,11 @@ def plan_cells(spec: Mapping[str, Any], uses_centers: Callable[[str], bool]) -> 
                     continue
                 values: dict[str, Any] = {**data, **common}
                 for loss in kept:
-                    values.update(flatten(f"losses.{loss}", _mapping(loss_params[loss] or {},
-                                                                    f"experiment.loss_params.{loss}")))
+                    values.update(
+                        flatten(f"losses.{loss}", _mapping(loss_params[loss] or {}, f"experiment.loss_params.{loss}"))
+                    )
                 values.update(overrides)
-                values.update({key: seed for key in seed_keys})
+                values.update(dict.fromkeys(seed_keys, seed))
                 values.update({"models.losses": list(kept), "models.variants": list(variants)})
                 cells.append(Cell(str(dataset), seed, name, tuple(kept), tuple(variants), values))
     return cells

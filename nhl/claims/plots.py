@@ -23,8 +23,11 @@ def _style(i: int, baseline: bool) -> dict[str, Any]:
 
 
 def map_figure(path: Path, dataset: str, section: dict[str, Any], lengths: list[int]) -> bool:
-    losses = [loss for loss, body in section["losses"].items()
-              if any(c["mean"] is not None for row in body["rows"] for c in row["cells"].values())]
+    losses = [
+        loss
+        for loss, body in section["losses"].items()
+        if any(c["mean"] is not None for row in body["rows"] for c in row["cells"].values())
+    ]
     if not losses:
         return False
     cols = min(3, len(losses))
@@ -38,13 +41,14 @@ def map_figure(path: Path, dataset: str, section: dict[str, Any], lengths: list[
                 continue
             ys = [row["cells"][str(k)]["mean"] for k in xs]
             err = [row["cells"][str(k)]["std"] or 0.0 for k in xs]
-            ax.errorbar(xs, ys, yerr=err, capsize=2, markersize=4, label=row["label"],
-                        **_style(i, row["variant"] == BASELINE))
+            ax.errorbar(
+                xs, ys, yerr=err, capsize=2, markersize=4, label=row["label"], **_style(i, row["variant"] == BASELINE)
+            )
         bits_axis(ax, lengths)
         ax.set_ylabel("mAP@ALL")
         ax.set_title(f"{dataset}: {loss}")
         ax.grid(alpha=0.3)
-    for ax in axes[len(losses):]:
+    for ax in axes[len(losses) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize="x-small")
     fig.savefig(path, format="png")
@@ -57,26 +61,44 @@ def delta_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
         return False
     fig = new_figure(7.0, 0.45 * len(pooled) + 1.6)
     ax = fig.add_subplot()
-    per_loss = {(row["setting"], row["variant"]): {loss: r["vs_baseline"] for loss, body in section["losses"].items()
-                                                   for r in body["rows"]
-                                                   if (r["setting"], r["variant"]) == (row["setting"], row["variant"])}
-                for row in pooled}
-    colour = {loss: f"C{j % 10}" for j, loss in enumerate(section["losses"])}      # one colour per loss, every row
+    per_loss = {
+        (row["setting"], row["variant"]): {
+            loss: r["vs_baseline"]
+            for loss, body in section["losses"].items()
+            for r in body["rows"]
+            if (r["setting"], r["variant"]) == (row["setting"], row["variant"])
+        }
+        for row in pooled
+    }
+    colour = {loss: f"C{j % 10}" for j, loss in enumerate(section["losses"])}  # one colour per loss, every row
     labelled: set[str] = set()
     for y, row in enumerate(pooled):
         summary = row["points"]
         low = summary["ci_low"] if summary["ci_low"] is not None else summary["mean"]
         high = summary["ci_high"] if summary["ci_high"] is not None else summary["mean"]
-        ax.errorbar([summary["mean"]], [y], xerr=[[summary["mean"] - low], [high - summary["mean"]]], fmt="o",
-                    color="black", capsize=3, zorder=3)
+        ax.errorbar(
+            [summary["mean"]],
+            [y],
+            xerr=[[summary["mean"] - low], [high - summary["mean"]]],
+            fmt="o",
+            color="black",
+            capsize=3,
+            zorder=3,
+        )
         for loss, s in per_loss[(row["setting"], row["variant"])].items():
             if s["mean"] is not None:
-                ax.scatter([s["mean"]], [y + 0.18], s=14, color=colour[loss], zorder=2,
-                           label=None if loss in labelled else loss)
+                ax.scatter(
+                    [s["mean"]],
+                    [y + 0.18],
+                    s=14,
+                    color=colour[loss],
+                    zorder=2,
+                    label=None if loss in labelled else loss,
+                )
                 labelled.add(loss)
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(pooled)), [r["label"] for r in pooled], fontsize="small")
-    ax.set_ylim(len(pooled) - 0.5, -0.5)          # first row on top
+    ax.set_ylim(len(pooled) - 0.5, -0.5)  # first row on top
     ax.set_xlabel("Δ mAP vs separately trained models (points)\npooled mean and 95% CI (black), per loss (dots)")
     ax.set_title(f"{dataset}: nested models vs fixed-length baselines")
     ax.grid(axis="x", alpha=0.3)
@@ -86,8 +108,12 @@ def delta_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
 
 
 def time_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
-    losses = [loss for loss, body in section["losses"].items() if body["cost"]["baselines"]["seconds"]["mean"]
-              is not None or any(v["seconds"]["mean"] is not None for v in body["cost"]["variants"].values())]
+    losses = [
+        loss
+        for loss, body in section["losses"].items()
+        if body["cost"]["baselines"]["seconds"]["mean"] is not None
+        or any(v["seconds"]["mean"] is not None for v in body["cost"]["variants"].values())
+    ]
     if not losses:
         return False
     variants = list(dict.fromkeys(v for loss in losses for v in section["losses"][loss]["cost"]["variants"]))
@@ -104,8 +130,7 @@ def time_figure(path: Path, dataset: str, section: dict[str, Any]) -> bool:
                 xs.append(i + (j - (len(names) - 1) / 2) * width)
                 ys.append(stat["mean"])
                 errs.append(stat["std"] or 0.0)
-        ax.bar(xs, ys, width=width, yerr=errs, capsize=2, label=name,
-               color="0.35" if j == 0 else f"C{(j - 1) % 10}")
+        ax.bar(xs, ys, width=width, yerr=errs, capsize=2, label=name, color="0.35" if j == 0 else f"C{(j - 1) % 10}")
     ax.set_xticks(range(len(losses)), losses)
     ax.set_ylabel("training time (s), mean over seeds")
     ax.set_title(f"{dataset}: training time, all lengths")
@@ -121,9 +146,11 @@ def render_figures(folder: Path, data: dict[str, Any], link: str) -> dict[str, d
     out: dict[str, dict[str, str]] = {}
     for dataset, section in data["datasets"].items():
         drawn = {}
-        for name, draw in (("map", lambda p, d=dataset, s=section: map_figure(p, d, s, lengths)),
-                           ("delta", lambda p, d=dataset, s=section: delta_figure(p, d, s)),
-                           ("time", lambda p, d=dataset, s=section: time_figure(p, d, s))):
+        for name, draw in (
+            ("map", lambda p, d=dataset, s=section: map_figure(p, d, s, lengths)),
+            ("delta", lambda p, d=dataset, s=section: delta_figure(p, d, s)),
+            ("time", lambda p, d=dataset, s=section: time_figure(p, d, s)),
+        ):
             file = f"{dataset}-{name}.png"
             if draw(Path(folder) / file):
                 drawn[name] = f"{link}/{file}"

@@ -53,18 +53,32 @@ def records_from_comparison(data: dict[str, Any]) -> list[dict[str, Any]]:
             bits = {}
             for k in lengths:
                 cells = {m: rows[m].get(k) for m in METRIC_NAMES}
-                values = {m: (cell["baseline"] if is_baseline else cell["variants"][variant]["value"])
-                          if cell is not None else None for m, cell in cells.items()}
+                values = {
+                    m: (cell["baseline"] if is_baseline else cell["variants"][variant]["value"])
+                    if cell is not None
+                    else None
+                    for m, cell in cells.items()
+                }
                 if any(v is None for v in values.values()):
                     raise ValueError(f"comparison.json: {loss}-{variant} has no {k}-bit metrics")
                 bits[str(k)] = values
-            records.append({
-                "model_id": f"{loss}-{variant}", "loss": loss, "variant": variant, "mode": row["mode"],
-                "lengths": list(row["lengths"]), "topk": topk, "bits": bits,
-                "train_seconds": row["train_seconds"], "peak_memory_mb": row["peak_memory_mb"],
-                "epochs": row.get("epochs"), "best_epoch": row.get("best_epoch"),
-                "seconds_per_epoch": row.get("seconds_per_epoch"), "mlflow_run_id": row.get("mlflow_run_id"),
-            })
+            records.append(
+                {
+                    "model_id": f"{loss}-{variant}",
+                    "loss": loss,
+                    "variant": variant,
+                    "mode": row["mode"],
+                    "lengths": list(row["lengths"]),
+                    "topk": topk,
+                    "bits": bits,
+                    "train_seconds": row["train_seconds"],
+                    "peak_memory_mb": row["peak_memory_mb"],
+                    "epochs": row.get("epochs"),
+                    "best_epoch": row.get("best_epoch"),
+                    "seconds_per_epoch": row.get("seconds_per_epoch"),
+                    "mlflow_run_id": row.get("mlflow_run_id"),
+                }
+            )
     return records
 
 
@@ -79,8 +93,9 @@ def locked_md5(lock_text: str) -> dict[str, str]:
     return found
 
 
-def write_cell(runs_dir: str | os.PathLike, meta: dict[str, Any], records: list[dict[str, Any]],
-               files: dict[str, str]) -> Path:
+def write_cell(
+    runs_dir: str | os.PathLike, meta: dict[str, Any], records: list[dict[str, Any]], files: dict[str, str]
+) -> Path:
     """Write one cell's folder whole (built aside, then swapped in): meta, metrics files, `files`."""
     from nhl import atomic
 
@@ -129,16 +144,22 @@ def read_cell(folder: str | os.PathLike) -> CollectedCell:
     return CollectedCell(meta, results, sources, str(folder))
 
 
-def load_cells(runs_dir: str | os.PathLike, cell_ids: list[str] | None = None,
-               digests: dict[str, str] | None = None) -> tuple[list[CollectedCell], list[str]]:
+def load_cells(
+    runs_dir: str | os.PathLike, cell_ids: list[str] | None = None, digests: dict[str, str] | None = None
+) -> tuple[list[CollectedCell], list[str]]:
     """(cells found, notes) under `runs_dir`: the listed cells (all when None), in that order.
 
     With `digests` (`{cell_id: plan digest}`), a folder collected under a different plan (other
     overrides) is left out with a note, so a report never mixes two configurations.
     """
     runs_dir = Path(runs_dir)
-    ids = cell_ids if cell_ids is not None else sorted(
-        p.name for p in runs_dir.iterdir() if (p / META_NAME).is_file()) if runs_dir.is_dir() else []
+    ids = (
+        cell_ids
+        if cell_ids is not None
+        else sorted(p.name for p in runs_dir.iterdir() if (p / META_NAME).is_file())
+        if runs_dir.is_dir()
+        else []
+    )
     cells, notes = [], []
     for cell_id in ids:
         folder = runs_dir / cell_id
@@ -148,8 +169,10 @@ def load_cells(runs_dir: str | os.PathLike, cell_ids: list[str] | None = None,
         cell = read_cell(folder)
         wanted = (digests or {}).get(cell_id)
         if wanted is not None and cell.meta.get("digest") != wanted:
-            notes.append(f"{cell_id}: collected from {cell.meta.get('experiment')} under other overrides "
-                         f"(digest {cell.meta.get('digest')}, plan {wanted}); left out")
+            notes.append(
+                f"{cell_id}: collected from {cell.meta.get('experiment')} under other overrides "
+                f"(digest {cell.meta.get('digest')}, plan {wanted}); left out"
+            )
             continue
         cells.append(cell)
     return cells, notes

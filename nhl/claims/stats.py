@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-TIE_TOLERANCE = 1e-12      # |difference| at most this counts as a tie (dropped by the sign test)
+TIE_TOLERANCE = 1e-12  # |difference| at most this counts as a tie (dropped by the sign test)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -51,12 +51,13 @@ def sign_test(differences: Sequence[float]) -> SignTest:
     losses = sum(d < -TIE_TOLERANCE for d in data)
     n = wins + losses
     tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
-    p = min(Fraction(1), 2 * Fraction(tail, 2 ** n)) if n else Fraction(1)
+    p = min(Fraction(1), 2 * Fraction(tail, 2**n)) if n else Fraction(1)
     return SignTest(wins, losses, len(data) - n, float(p))
 
 
-def bootstrap_mean_ci(differences: Sequence[float], confidence: float = 0.95, resamples: int = 10_000,
-                      seed: int = 0) -> tuple[float | None, float | None]:
+def bootstrap_mean_ci(
+    differences: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of the mean of `differences` (pairs resampled with replacement).
 
     Reproducible: the same `seed` gives the same interval. Empty input gives (None, None); one
@@ -93,12 +94,22 @@ class PairedSummary:
     p_value: float
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"n": self.n, "mean": self.mean, "std": self.std, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "wins": self.wins, "losses": self.losses, "ties": self.ties, "p_value": self.p_value}
+        return {
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "p_value": self.p_value,
+        }
 
 
-def summarise(differences: Sequence[float], confidence: float = 0.95, resamples: int = 10_000,
-              seed: int = 0) -> PairedSummary:
+def summarise(
+    differences: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> PairedSummary:
     """Mean ± std, bootstrap interval and sign test of paired differences."""
     data = [float(d) for d in differences]
     mean, std = mean_std(data)

@@ -50,8 +50,10 @@ class ClaimsSpec:
 
     def __post_init__(self) -> None:
         if self.baseline_setting not in self.models:
-            raise ValueError(f"claims: baseline setting {self.baseline_setting!r} is not planned "
-                             f"(settings: {', '.join(self.models)})")
+            raise ValueError(
+                f"claims: baseline setting {self.baseline_setting!r} is not planned "
+                f"(settings: {', '.join(self.models)})"
+            )
         for name in (self.centres_setting, self.faithful_setting):
             if name is not None and name not in self.models:
                 raise ValueError(f"claims: setting {name!r} is not planned (settings: {', '.join(self.models)})")
@@ -84,15 +86,19 @@ class Index:
     sources: dict[tuple[str, str, str, str, int], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_cells(cls, cells: Iterable[CollectedCell]) -> "Index":
+    def from_cells(cls, cells: Iterable[CollectedCell]) -> Index:
         index = cls()
         for cell in cells:
             meta = cell.meta
             for model_id, result in cell.results.items():
                 key = (meta["dataset"], meta["setting"], result.loss, result.variant, int(meta["seed"]))
                 index.results[key] = result
-                index.sources[key] = {"cell": meta["cell_id"], "experiment": meta["experiment"], "rev": meta["rev"],
-                                      **cell.sources.get(model_id, {})}
+                index.sources[key] = {
+                    "cell": meta["cell_id"],
+                    "experiment": meta["experiment"],
+                    "rev": meta["rev"],
+                    **cell.sources.get(model_id, {}),
+                }
         return index
 
     def get(self, dataset: str, setting: str, loss: str, variant: str, seed: int) -> ModelResult | None:
@@ -117,8 +123,13 @@ def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = W
     """
     best = {}
     for loss, rows in quality.items():
-        values = [c["mean"] for row in rows if row["variant"] == BASELINE for c in row["cells"].values()
-                  if c["mean"] is not None]
+        values = [
+            c["mean"]
+            for row in rows
+            if row["variant"] == BASELINE
+            for c in row["cells"].values()
+            if c["mean"] is not None
+        ]
         if values:
             best[loss] = max(values)
     found = weak_losses(best, fraction)
@@ -141,13 +152,19 @@ class Tables:
         return summarise(differences, s.confidence, s.resamples, s.bootstrap_seed).as_dict()
 
     # -- paired differences ------------------------------------------------------------------
-    def pairs(self, dataset: str, losses: Iterable[str], a: tuple[str, str], b: tuple[str, str],
-              lengths: Iterable[int] | None = None) -> list[tuple[float, float]]:
+    def pairs(
+        self,
+        dataset: str,
+        losses: Iterable[str],
+        a: tuple[str, str],
+        b: tuple[str, str],
+        lengths: Iterable[int] | None = None,
+    ) -> list[tuple[float, float]]:
         """(a, b) mAP pairs over losses x seeds x lengths where both rows have a value."""
         out = []
         for loss in losses:
             for seed in self.spec.seeds:
-                for bits in (self.spec.lengths if lengths is None else lengths):
+                for bits in self.spec.lengths if lengths is None else lengths:
                     va = self.index.map_at(dataset, a[0], loss, a[1], seed, bits)
                     vb = self.index.map_at(dataset, b[0], loss, b[1], seed, bits)
                     if va is not None and vb is not None:
@@ -171,8 +188,11 @@ class Tables:
         for setting, variant in self.spec.row_keys(loss):
             cells = {}
             for bits in self.spec.lengths:
-                values = [v for seed in self.spec.seeds
-                          if (v := self.index.map_at(dataset, setting, loss, variant, seed, bits)) is not None]
+                values = [
+                    v
+                    for seed in self.spec.seeds
+                    if (v := self.index.map_at(dataset, setting, loss, variant, seed, bits)) is not None
+                ]
                 cell = _stat(values)
                 if variant != BASELINE:
                     diffs = self.points(self.pairs(dataset, [loss], (setting, variant), base, [bits]))
@@ -192,12 +212,21 @@ class Tables:
             losses = self.spec.losses(setting)
             for variant in self.spec.nested(setting):
                 pairs = self.pairs(dataset, losses, (setting, variant), base)
-                per_length = {str(k): self.summary(self.points(self.pairs(dataset, losses, (setting, variant), base,
-                                                                           [k])))
-                              for k in self.spec.lengths}
-                rows.append({"setting": setting, "variant": variant, "label": self.spec.label(setting, variant),
-                             "losses": losses, "per_length": per_length, "points": self.summary(self.points(pairs)),
-                             "percent": self.summary(self.percent(pairs))})
+                per_length = {
+                    str(k): self.summary(self.points(self.pairs(dataset, losses, (setting, variant), base, [k])))
+                    for k in self.spec.lengths
+                }
+                rows.append(
+                    {
+                        "setting": setting,
+                        "variant": variant,
+                        "label": self.spec.label(setting, variant),
+                        "losses": losses,
+                        "per_length": per_length,
+                        "points": self.summary(self.points(pairs)),
+                        "percent": self.summary(self.percent(pairs)),
+                    }
+                )
         return rows
 
     def comparison_list(self) -> list[dict[str, Any]]:
@@ -220,13 +249,23 @@ class Tables:
         if s.centres_setting is not None:
             losses = [loss for loss in s.losses(s.centres_setting) if loss in s.losses(base)]
             for v in s.nested(s.centres_setting):
-                add(f"centres:{v}", f"prefix-consistent − independent centres ({v})",
-                    (s.centres_setting, v), (base, v), losses)
+                add(
+                    f"centres:{v}",
+                    f"prefix-consistent − independent centres ({v})",
+                    (s.centres_setting, v),
+                    (base, v),
+                    losses,
+                )
         if s.faithful_setting is not None:
             losses = [loss for loss in s.losses(s.faithful_setting) if loss in s.losses(base)]
             for v in s.nested(s.faithful_setting):
-                add(f"faithful:{v}", f"corrected defaults − released code's behaviour ({v})",
-                    (base, v), (s.faithful_setting, v), losses)
+                add(
+                    f"faithful:{v}",
+                    f"corrected defaults − released code's behaviour ({v})",
+                    (base, v),
+                    (s.faithful_setting, v),
+                    losses,
+                )
         return found
 
     def comparisons(self, dataset: str) -> list[dict[str, Any]]:
@@ -234,8 +273,13 @@ class Tables:
         for comp in self.comparison_list():
             a, b = tuple(comp["a"]), tuple(comp["b"])
             per_loss = {loss: self.summary(self.points(self.pairs(dataset, [loss], a, b))) for loss in comp["losses"]}
-            out.append({**comp, "per_loss": per_loss,
-                        "pooled": self.summary(self.points(self.pairs(dataset, comp["losses"], a, b)))})
+            out.append(
+                {
+                    **comp,
+                    "per_loss": per_loss,
+                    "pooled": self.summary(self.points(self.pairs(dataset, comp["losses"], a, b))),
+                }
+            )
         return out
 
     # -- cost ------------------------------------------------------------------------------------
@@ -245,13 +289,16 @@ class Tables:
         totals = {}
         for seed in s.seeds:
             results = [self.index.get(dataset, s.baseline_setting, loss, f"{BASELINE}-{k}", seed) for k in s.lengths]
-            timed = [r for r in results if r is not None and r.train_seconds is not None
-                     and r.seconds_per_epoch is not None]
+            timed = [
+                r for r in results if r is not None and r.train_seconds is not None and r.seconds_per_epoch is not None
+            ]
             if len(timed) == len(results):
                 peaks = [r.peak_memory_mb for r in timed if r.peak_memory_mb is not None]
-                totals[seed] = {"seconds": sum(r.train_seconds or 0.0 for r in timed),
-                                "per_epoch": sum(r.seconds_per_epoch or 0.0 for r in timed),
-                                "peak": max(peaks) if peaks else None}
+                totals[seed] = {
+                    "seconds": sum(r.train_seconds or 0.0 for r in timed),
+                    "per_epoch": sum(r.seconds_per_epoch or 0.0 for r in timed),
+                    "peak": max(peaks) if peaks else None,
+                }
         return totals
 
     def cost(self, dataset: str, loss: str) -> dict[str, Any]:
@@ -263,30 +310,43 @@ class Tables:
         s, base = self.spec, self.spec.baseline_setting
         totals = self.baseline_totals(dataset, loss)
         out: dict[str, Any] = {
-            "baselines": {"seconds": _stat([t["seconds"] for t in totals.values()]),
-                          "seconds_per_epoch": _stat([t["per_epoch"] for t in totals.values()]),
-                          "peak_memory_mb": _stat([t["peak"] for t in totals.values() if t["peak"] is not None]),
-                          "seeds_complete": sorted(totals)},
+            "baselines": {
+                "seconds": _stat([t["seconds"] for t in totals.values()]),
+                "seconds_per_epoch": _stat([t["per_epoch"] for t in totals.values()]),
+                "peak_memory_mb": _stat([t["peak"] for t in totals.values() if t["peak"] is not None]),
+                "seeds_complete": sorted(totals),
+            },
             "variants": {},
         }
         if loss not in s.losses(base):
             return out
         for variant in s.nested(base):
-            runs = {seed: r for seed in s.seeds
-                    if (r := self.index.get(dataset, base, loss, variant, seed)) is not None}
+            runs = {
+                seed: r for seed in s.seeds if (r := self.index.get(dataset, base, loss, variant, seed)) is not None
+            }
             plain = {seed: self.index.get(dataset, base, loss, PLAIN, seed) for seed in runs}
-            overhead = [100.0 * (r.seconds_per_epoch / p.seconds_per_epoch - 1) for seed, r in runs.items()
-                        if (p := plain[seed]) is not None and r.seconds_per_epoch and p.seconds_per_epoch]
+            overhead = [
+                100.0 * (r.seconds_per_epoch / p.seconds_per_epoch - 1)
+                for seed, r in runs.items()
+                if (p := plain[seed]) is not None and r.seconds_per_epoch and p.seconds_per_epoch
+            ]
 
             def present(name: str, runs: dict[int, Any] = runs) -> list[float]:
                 return [float(getattr(r, name)) for r in runs.values() if getattr(r, name) is not None]
 
             out["variants"][variant] = {
-                "seconds": _stat(present("train_seconds")), "seconds_per_epoch": _stat(present("seconds_per_epoch")),
-                "epochs": _stat(present("epochs")), "peak_memory_mb": _stat(present("peak_memory_mb")),
+                "seconds": _stat(present("train_seconds")),
+                "seconds_per_epoch": _stat(present("seconds_per_epoch")),
+                "epochs": _stat(present("epochs")),
+                "peak_memory_mb": _stat(present("peak_memory_mb")),
                 "speedup": _stat(self.speedups(dataset, variant, [loss])),
-                "epoch_speedup": _stat([totals[seed]["per_epoch"] / r.seconds_per_epoch for seed, r in runs.items()
-                                        if seed in totals and r.seconds_per_epoch]),
+                "epoch_speedup": _stat(
+                    [
+                        totals[seed]["per_epoch"] / r.seconds_per_epoch
+                        for seed, r in runs.items()
+                        if seed in totals and r.seconds_per_epoch
+                    ]
+                ),
                 "epoch_overhead_percent": _stat(overhead) if variant != PLAIN else None,
             }
         return out
@@ -306,12 +366,22 @@ class Tables:
     def provenance(self, dataset: str) -> list[dict[str, Any]]:
         """One row per model: where its numbers come from (experiment, commit, md5s, MLflow run)."""
         rows = []
-        for (d, setting, loss, variant, seed), result in sorted(self.index.results.items(), key=lambda kv: (
-                kv[0][1], kv[0][4], kv[0][2], kv[0][3])):
+        for (d, setting, loss, variant, seed), result in sorted(
+            self.index.results.items(), key=lambda kv: (kv[0][1], kv[0][4], kv[0][2], kv[0][3])
+        ):
             if d != dataset:
                 continue
             src = self.index.sources[(d, setting, loss, variant, seed)]
-            rows.append({"setting": setting, "seed": seed, "model_id": result.model_id, "cell": src.get("cell"),
-                         "experiment": src.get("experiment"), "rev": src.get("rev"),
-                         "model_md5": src.get("model_md5"), "mlflow_run_id": result.mlflow_run_id})
+            rows.append(
+                {
+                    "setting": setting,
+                    "seed": seed,
+                    "model_id": result.model_id,
+                    "cell": src.get("cell"),
+                    "experiment": src.get("experiment"),
+                    "rev": src.get("rev"),
+                    "model_md5": src.get("model_md5"),
+                    "mlflow_run_id": result.mlflow_run_id,
+                }
+            )
         return rows

@@ -61,14 +61,22 @@ def describe(summary: dict[str, Any], unit: str = "points") -> str:
         text += f" (95% CI {summary['ci_low']:+.2f} to {summary['ci_high']:+.2f}; "
     else:
         text += " ("
-    text += (f"sign test p = {summary['p_value']:.3g}, {summary['wins']} better / {summary['losses']} worse"
-             f" of {summary['n']} pairs)")
+    text += (
+        f"sign test p = {summary['p_value']:.3g}, {summary['wins']} better / {summary['losses']} worse"
+        f" of {summary['n']} pairs)"
+    )
     return text
 
 
 def _claim(cid: str, statement: str, source: str, verdict: str, evidence: str, **numbers: Any) -> dict[str, Any]:
-    return {"id": cid, "statement": statement, "source": source, "verdict": verdict, "evidence": evidence,
-            "numbers": numbers}
+    return {
+        "id": cid,
+        "statement": statement,
+        "source": source,
+        "verdict": verdict,
+        "evidence": evidence,
+        "numbers": numbers,
+    }
 
 
 def dataset_claims(section: dict[str, Any], speedups: list[float], spec: Any) -> list[dict[str, Any]]:
@@ -76,43 +84,79 @@ def dataset_claims(section: dict[str, Any], speedups: list[float], spec: Any) ->
     alpha = spec.alpha
     low, high = spec.speedup_claim
     claims = []
-    full = next((r for r in section["pooled"] if r["setting"] == spec.baseline_setting and r["variant"] == "nhl-full"),
-                None)
+    full = next(
+        (r for r in section["pooled"] if r["setting"] == spec.baseline_setting and r["variant"] == "nhl-full"), None
+    )
 
     # 1. training time
     if speedups:
         mean = sum(speedups) / len(speedups)
-        evidence = (f"one nhl-full model took {mean:.2f}x less training time than the {len(spec.lengths)} "
-                    f"fixed-length models together (range {min(speedups):.2f}-{max(speedups):.2f}x over "
-                    f"{len(speedups)} loss x seed pairs); the paper reports {low:g}-{high:g}x")
+        evidence = (
+            f"one nhl-full model took {mean:.2f}x less training time than the {len(spec.lengths)} "
+            f"fixed-length models together (range {min(speedups):.2f}-{max(speedups):.2f}x over "
+            f"{len(speedups)} loss x seed pairs); the paper reports {low:g}-{high:g}x"
+        )
     else:
         mean, evidence = None, "no loss and seed with every baseline and nhl-full trained"
-    claims.append(_claim("time", f"One NHL model trains {low:g}-{high:g}x faster than training every length "
-                         "separately", "paper (abstract)", speed_verdict(speedups, low), evidence,
-                         mean_speedup=mean, n=len(speedups)))
+    claims.append(
+        _claim(
+            "time",
+            f"One NHL model trains {low:g}-{high:g}x faster than training every length separately",
+            "paper (abstract)",
+            speed_verdict(speedups, low),
+            evidence,
+            mean_speedup=mean,
+            n=len(speedups),
+        )
+    )
 
     # 2. headline quality gain
     if full is not None:
         pct, pts = full["percent"], full["points"]
         verdict = quality_verdict(pct, spec.gain_claim_percent, alpha)
-        evidence = (f"nhl-full vs the separately trained model of the same length and seed: "
-                    f"{describe(pct, '%')}, i.e. {pts['mean']:+.2f} points of mAP" if pts["mean"] is not None
-                    else "no nhl-full model with a baseline to compare")
-        claims.append(_claim("gain", f"NHL improves retrieval by about {spec.gain_claim_percent:g}% on average "
-                             "over separately trained models", "paper (abstract)", verdict, evidence,
-                             percent=pct, points=pts))
+        evidence = (
+            f"nhl-full vs the separately trained model of the same length and seed: "
+            f"{describe(pct, '%')}, i.e. {pts['mean']:+.2f} points of mAP"
+            if pts["mean"] is not None
+            else "no nhl-full model with a baseline to compare"
+        )
+        claims.append(
+            _claim(
+                "gain",
+                f"NHL improves retrieval by about {spec.gain_claim_percent:g}% on average "
+                "over separately trained models",
+                "paper (abstract)",
+                verdict,
+                evidence,
+                percent=pct,
+                points=pts,
+            )
+        )
 
         # 2b. the same claim for nested models with prefix-consistent centres (nhl's pipeline default)
-        prefix = next((r for r in section["pooled"] if r["setting"] == spec.centres_setting
-                       and r["variant"] == "nhl-full"), None) if spec.centres_setting else None
+        prefix = (
+            next(
+                (r for r in section["pooled"] if r["setting"] == spec.centres_setting and r["variant"] == "nhl-full"),
+                None,
+            )
+            if spec.centres_setting
+            else None
+        )
         if prefix is not None and prefix["points"]["mean"] is not None:
             pct, pts = prefix["percent"], prefix["points"]
-            claims.append(_claim(
-                "gain:prefix", f"With prefix-consistent centres, NHL improves retrieval by about "
-                f"{spec.gain_claim_percent:g}% over separately trained models ({', '.join(prefix['losses'])})",
-                "paper's claim under nhl-method.md §7's fix", quality_verdict(pct, spec.gain_claim_percent, alpha),
-                f"nhl-full [{spec.centres_setting}] vs the separately trained model of the same length and seed: "
-                f"{describe(pct, '%')}, i.e. {pts['mean']:+.2f} points of mAP", percent=pct, points=pts))
+            claims.append(
+                _claim(
+                    "gain:prefix",
+                    f"With prefix-consistent centres, NHL improves retrieval by about "
+                    f"{spec.gain_claim_percent:g}% over separately trained models ({', '.join(prefix['losses'])})",
+                    "paper's claim under nhl-method.md §7's fix",
+                    quality_verdict(pct, spec.gain_claim_percent, alpha),
+                    f"nhl-full [{spec.centres_setting}] vs the separately trained model of the same length and seed: "
+                    f"{describe(pct, '%')}, i.e. {pts['mean']:+.2f} points of mAP",
+                    percent=pct,
+                    points=pts,
+                )
+            )
 
         # 3. every base loss (plug-and-play)
         per_loss = {row["loss"]: quality_verdict(row["summary"], 0.0, alpha) for row in section["full_per_loss"]}
@@ -123,31 +167,60 @@ def dataset_claims(section: dict[str, Any], speedups: list[float], spec: Any) ->
         weak = list((section.get("weak_baselines") or {}).get("losses") or {})
         if weak:
             evidence += f" ({', '.join(weak)}: under-trained baselines, see the caution below)"
-        claims.append(_claim("losses", "NHL is plug-and-play: nhl-full beats the baselines with every base loss",
-                             "paper (title and abstract)", combine(per_loss.values()), evidence, per_loss=per_loss))
+        claims.append(
+            _claim(
+                "losses",
+                "NHL is plug-and-play: nhl-full beats the baselines with every base loss",
+                "paper (title and abstract)",
+                combine(per_loss.values()),
+                evidence,
+                per_loss=per_loss,
+            )
+        )
 
         # 4. every code length
         per_length = {k: quality_verdict(summary, 0.0, alpha) for k, summary in section["full_per_length"].items()}
-        evidence = "; ".join(f"{k} bits: {section['full_per_length'][k]['mean']:+.2f} points ({v})"
-                             if section["full_per_length"][k]["mean"] is not None else f"{k} bits: no pairs"
-                             for k, v in per_length.items())
-        claims.append(_claim("lengths", "NHL's gain holds at every code length, short codes included",
-                             "paper (multiple-length codes from one model)",
-                             combine(per_length.values()), evidence, per_length=per_length))
+        evidence = "; ".join(
+            f"{k} bits: {section['full_per_length'][k]['mean']:+.2f} points ({v})"
+            if section["full_per_length"][k]["mean"] is not None
+            else f"{k} bits: no pairs"
+            for k, v in per_length.items()
+        )
+        claims.append(
+            _claim(
+                "lengths",
+                "NHL's gain holds at every code length, short codes included",
+                "paper (multiple-length codes from one model)",
+                combine(per_length.values()),
+                evidence,
+                per_length=per_length,
+            )
+        )
 
     # 5-8. ablations and the two nhl questions
     statements = {
         "A": ("Dominance-aware adaptive weighting (A) improves the nested model", "paper (ablation)"),
         "D": ("Long-short cascade self-distillation (D) improves the nested model", "paper (ablation)"),
-        "centres:nhl-full": ("Prefix-consistent hash centres beat independent ones for nested training "
-                             "(nhl-full, centre-based losses)", "nhl-method.md §7 (open question)"),
-        "faithful:nhl-full": ("The corrected weighting beats the released code's behaviour (nhl-full)",
-                              "nhl-method.md §3 (released-code defects)"),
+        "centres:nhl-full": (
+            "Prefix-consistent hash centres beat independent ones for nested training (nhl-full, centre-based losses)",
+            "nhl-method.md §7 (open question)",
+        ),
+        "faithful:nhl-full": (
+            "The corrected weighting beats the released code's behaviour (nhl-full)",
+            "nhl-method.md §3 (released-code defects)",
+        ),
     }
     for comp in section["comparisons"]:
         if comp["key"] in statements:
             statement, source = statements[comp["key"]]
-            claims.append(_claim(comp["key"], statement, source, quality_verdict(comp["pooled"], 0.0, alpha),
-                                 f"{comp['label']}, pooled over {', '.join(comp['losses'])}: "
-                                 f"{describe(comp['pooled'])}", pooled=comp["pooled"]))
+            claims.append(
+                _claim(
+                    comp["key"],
+                    statement,
+                    source,
+                    quality_verdict(comp["pooled"], 0.0, alpha),
+                    f"{comp['label']}, pooled over {', '.join(comp['losses'])}: {describe(comp['pooled'])}",
+                    pooled=comp["pooled"],
+                )
+            )
     return claims

@@ -13,9 +13,11 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "audit", help="show where a registered model came from (data -> validation -> run -> metrics -> promotion)",
+        "audit",
+        help="show where a registered model came from (data -> validation -> run -> metrics -> promotion)",
         description="Print the audit trail of a registered model version: data protocol and hash, the validation "
-                    "result, the training run (with its MLflow UI address), its metrics and the promotion decision.")
+        "result, the training run (with its MLflow UI address), its metrics and the promotion decision.",
+    )
     parser.add_argument("--name", help="registered model name (default: the one nhl model with the alias)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--alias", default="champion", help="the version behind this alias (default: %(default)s)")

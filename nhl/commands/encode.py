@@ -14,24 +14,44 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "encode", help="encode images (a manifest split, a folder or a file) into a codes file",
+        "encode",
+        help="encode images (a manifest split, a folder or a file) into a codes file",
         description="Encode images with a trained model into a codes file (.npz: packed codes of the "
-                    "longest length, ids, model info) for `nhl search`.")
-    parser.add_argument("source", type=Path, nargs="?",
-                        help="a split manifest directory (manifest.csv + manifest.json), an image folder or an image file")
-    parser.add_argument("--manifest", type=Path, default=None,
-                        help="the split manifest directory to encode, as in `nhl train` / `nhl evaluate` "
-                             "(instead of SOURCE)")
+        "longest length, ids, model info) for `nhl search`.",
+    )
+    parser.add_argument(
+        "source",
+        type=Path,
+        nargs="?",
+        help="a split manifest directory (manifest.csv + manifest.json), an image folder or an image file",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="the split manifest directory to encode, as in `nhl train` / `nhl evaluate` (instead of SOURCE)",
+    )
     parser.add_argument("--model", required=True, help="trained model file (models/<model_id>.pt)")
     parser.add_argument("--out", type=Path, required=True, help="codes file to write (.npz)")
-    parser.add_argument("--split", default="database",
-                        help="manifest split to encode: train, val, query or database (default: %(default)s)")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="manifests only: raw directory with images.npy, or the image root "
-                             "(default: the location recorded in manifest.json)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="files only: resize every image to SIZE x SIZE (needed for folders of mixed sizes; "
-                             "default: the model's input size if it has one, else keep the size)")
+    parser.add_argument(
+        "--split",
+        default="database",
+        help="manifest split to encode: train, val, query or database (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="manifests only: raw directory with images.npy, or the image root "
+        "(default: the location recorded in manifest.json)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="files only: resize every image to SIZE x SIZE (needed for folders of mixed sizes; "
+        "default: the model's input size if it has one, else keep the size)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     parser.set_defaults(func=run)
 
@@ -54,19 +74,24 @@ def run(args: argparse.Namespace) -> int:
         labels, what = None, str(args.source)
     codes = Codes(packed, ids, info["lengths"][-1], info, names=names, labels=labels)
     save_codes(args.out, codes)
-    print(f"encode: {len(codes):,} codes of {codes.bits} bits ({info['model_id']}, lengths "
-          f"{','.join(map(str, info['lengths']))}) from {what} -> {args.out}")
+    print(
+        f"encode: {len(codes):,} codes of {codes.bits} bits ({info['model_id']}, lengths "
+        f"{','.join(map(str, info['lengths']))}) from {what} -> {args.out}"
+    )
     return 0
 
 
 def source_of(args: argparse.Namespace) -> Path:
     """SOURCE or --manifest (exactly one); --manifest must be a manifest directory."""
     if (args.source is None) == (args.manifest is None):
-        raise ValueError("source: give an image folder, an image file or a manifest directory, either as SOURCE "
-                         "or as --manifest DIR (exactly one of them)")
+        raise ValueError(
+            "source: give an image folder, an image file or a manifest directory, either as SOURCE "
+            "or as --manifest DIR (exactly one of them)"
+        )
     if args.manifest is not None and not is_manifest(args.manifest):
-        raise FileNotFoundError(f"--manifest {args.manifest}: expected a split manifest directory "
-                                f"(holding manifest.csv and manifest.json)")
+        raise FileNotFoundError(
+            f"--manifest {args.manifest}: expected a split manifest directory (holding manifest.csv and manifest.json)"
+        )
     return args.source if args.source is not None else args.manifest
 
 
@@ -90,7 +115,7 @@ def encode_manifest(model, args: argparse.Namespace):
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     packed = encode_batches(model, (images for images, *_ in loader))
     names = None
-    if dataset.root is not None:      # file-based data: each item's image file, as a path one can open
+    if dataset.root is not None:  # file-based data: each item's image file, as a path one can open
         names = [str(dataset.root / path) for path in dataset.frame["path"].astype(str)]
     return packed, dataset.item_ids, names, dataset.labels.numpy()
 

@@ -16,17 +16,28 @@ from nhl.cli import int_list
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="score a model on a manifest's query vs database splits",
+        "evaluate",
+        help="score a model on a manifest's query vs database splits",
         description="Encode the query and database splits with the model and compute mAP, P@100 and "
-                    "P@r<=2 for each of its lengths (the metrics/<model_id>.json format).")
+        "P@r<=2 for each of its lengths (the metrics/<model_id>.json format).",
+    )
     parser.add_argument("--model", required=True, help="trained model file (models/<model_id>.pt)")
-    parser.add_argument("--manifest", type=Path, default=Path("data/splits"),
-                        help="split manifest directory (default: %(default)s)")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="raw directory with images.npy, or the image root (default: as recorded in manifest.json)")
+    parser.add_argument(
+        "--manifest", type=Path, default=Path("data/splits"), help="split manifest directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="raw directory with images.npy, or the image root (default: as recorded in manifest.json)",
+    )
     parser.add_argument("--topk", type=int, default=None, help="mAP@topk (default: the whole database)")
-    parser.add_argument("--pr-lengths", type=int_list, default=(16, 64),
-                        help="lengths whose precision-recall rows are computed (default: 16,64)")
+    parser.add_argument(
+        "--pr-lengths",
+        type=int_list,
+        default=(16, 64),
+        help="lengths whose precision-recall rows are computed (default: 16,64)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the metrics JSON here (default: print it)")
     parser.add_argument("--pr-out", type=Path, default=None, help="write precision-recall rows here (CSV)")
     parser.set_defaults(func=run)
@@ -40,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.topk is not None and args.topk <= 0:
         raise ValueError(f"--topk: expected a positive integer, got {args.topk}")
     path = resolve_model_path(args.model)
-    record, rows, _ = evaluate_file(path, args.manifest, topk=args.topk, pr_lengths=args.pr_lengths,
-                                    source=args.images)
+    record, rows, _ = evaluate_file(path, args.manifest, topk=args.topk, pr_lengths=args.pr_lengths, source=args.images)
     text = json.dumps(record, indent=2) + "\n"
     if args.pr_out is not None:
         atomic.write_text(args.pr_out, pr_rows_csv(rows))

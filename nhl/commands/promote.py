@@ -16,28 +16,46 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "promote", help="register trained models and promote the best to `champion`",
+        "promote",
+        help="register trained models and promote the best to `champion`",
         description="Register each trained model as a new version of its registered model and give it the "
-                    "`champion` alias if its mAP at every length is within the tolerance of the current champion's "
-                    "on the same split (else `challenger`). Needs a passed data validation. Exit 1 if a model "
-                    "could not be registered (failed validation).")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file with `data`, `models` and `registry` sections (default: %(default)s)")
+        "`champion` alias if its mAP at every length is within the tolerance of the current champion's "
+        "on the same split (else `challenger`). Needs a passed data validation. Exit 1 if a model "
+        "could not be registered (failed validation).",
+    )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file with `data`, `models` and `registry` sections (default: %(default)s)",
+    )
     parser.add_argument("--loss", action="append", help="only this loss's model (repeatable; default: models.losses)")
     parser.add_argument("--model", type=Path, help="one model file instead (models/<model_id>.pt)")
     parser.add_argument("--name", help="registered model name for --model (default: registry.name's template)")
-    parser.add_argument("--metrics", type=Path,
-                        help="metrics record for --model (default: <metrics-dir>/<model file stem>.json)")
+    parser.add_argument(
+        "--metrics", type=Path, help="metrics record for --model (default: <metrics-dir>/<model file stem>.json)"
+    )
     parser.add_argument("--models-dir", default="models", help="where the model files are (default: %(default)s)")
     parser.add_argument("--metrics-dir", default="metrics", help="where the metrics records are (default: %(default)s)")
-    parser.add_argument("--validation", type=Path, default=Path("reports/validation/result.json"),
-                        help="the validation gate's result (default: %(default)s)")
-    parser.add_argument("--manifest", type=Path, default=Path("data/splits"),
-                        help="split manifest, to re-evaluate a champion evaluated on another split "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--validation",
+        type=Path,
+        default=Path("reports/validation/result.json"),
+        help="the validation gate's result (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=Path("data/splits"),
+        help="split manifest, to re-evaluate a champion evaluated on another split (default: %(default)s)",
+    )
     parser.add_argument("--tolerance", type=float, help="override registry.tolerance (mAP)")
-    parser.add_argument("--report", type=Path, default=Path("reports/promotion.md"),
-                        help="decision report to write (default: %(default)s)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path("reports/promotion.md"),
+        help="decision report to write (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -61,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.params.is_file():
             raise FileNotFoundError(f"params file {args.params} not found (pass --params, or --model and --name)")
-        candidates = candidates_from_params(data, dict(params.get("models") or {}), registry, ".", args.loss,
-                                            args.models_dir, args.metrics_dir)
+        candidates = candidates_from_params(
+            data, dict(params.get("models") or {}), registry, ".", args.loss, args.models_dir, args.metrics_dir
+        )
     manifest = args.manifest if args.manifest.is_dir() else None
     decisions = promote_candidates(candidates, args.validation, float(tolerance), manifest, args.report)
     for decision in decisions:
@@ -81,6 +100,7 @@ def _name_for(model: Path, registry: dict, data: dict, params: Path) -> str:
     _, extra = load_hasher(model)
     loss = (extra.get("config") or {}).get("loss")
     mid = extra.get("model_id") or model.stem
-    variant = mid[len(loss) + 1:] if loss and mid.startswith(f"{loss}-") else extra.get("mode")
-    return model_name(registry["name"], dataset=data.get("dataset"), loss=loss, variant=variant,
-                      protocol=data.get("protocol"))
+    variant = mid[len(loss) + 1 :] if loss and mid.startswith(f"{loss}-") else extra.get("mode")
+    return model_name(
+        registry["name"], dataset=data.get("dataset"), loss=loss, variant=variant, protocol=data.get("protocol")
+    )

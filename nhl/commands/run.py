@@ -12,15 +12,17 @@ import subprocess
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run", help="reproduce the pipeline (dvc repro) with the project's interpreter",
+        "run",
+        help="reproduce the pipeline (dvc repro) with the project's interpreter",
         description="Run `dvc repro` in the current project with this interpreter's bin directory first on "
-                    "PATH (stage commands call `python`) and MLFLOW_DISABLE_TELEMETRY=true. Every argument "
-                    "goes to `dvc repro`, e.g. `nhl run --force train@csq-nhl-full`; `nhl run -h` shows its help.",
+        "PATH (stage commands call `python`) and MLFLOW_DISABLE_TELEMETRY=true. Every argument "
+        "goes to `dvc repro`, e.g. `nhl run --force train@csq-nhl-full`; `nhl run -h` shows its help.",
         # Options belong to `dvc repro`, not to us: with no `-` prefix of its own, this parser takes
         # `-f`, `--dry` and `-h` as plain arguments and hands them on.
-        prefix_chars="+", add_help=False)
-    parser.add_argument("dvc_args", nargs="*", metavar="DVC_REPRO_ARGS",
-                        help="targets and options for `dvc repro`")
+        prefix_chars="+",
+        add_help=False,
+    )
+    parser.add_argument("dvc_args", nargs="*", metavar="DVC_REPRO_ARGS", help="targets and options for `dvc repro`")
     parser.set_defaults(func=run)
 
 

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 FLOWS_FILE = Path("pipelines/flows.py")
 # Prefect's default (20 s) for starting its temporary server times out about half the time on 2 cores.
@@ -32,26 +32,36 @@ PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
-SERVER_START_TIMEOUT_S = 120   # `prefect server start` answers after about 15 s on 2 idle cores
+SERVER_START_TIMEOUT_S = 120  # `prefect server start` answers after about 15 s on 2 idle cores
 SERVER_STOP_TIMEOUT_S = 30
-SERVER_LOG = "server.log"      # in PREFECT_HOME
+SERVER_LOG = "server.log"  # in PREFECT_HOME
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "schedule", help="serve the scheduled retraining flow (Prefect), or run it once",
+        "schedule",
+        help="serve the scheduled retraining flow (Prefect), or run it once",
         description="Serve the `retrain` deployment of pipelines/flows.py on the cron in params.yaml "
-                    "(`schedule: {cron, timezone}`) until interrupted, on the Prefect server at "
-                    "$PREFECT_API_URL or else on one started for it at 127.0.0.1:--port (its UI lists the "
-                    "runs); with --once, run the flow now, with no server, and print its summary. Each run "
-                    "reproduces the DVC pipeline (same cache and dvc.lock as `dvc repro`) and stops before "
-                    "training if the data validation fails.")
+        "(`schedule: {cron, timezone}`) until interrupted, on the Prefect server at "
+        "$PREFECT_API_URL or else on one started for it at 127.0.0.1:--port (its UI lists the "
+        "runs); with --once, run the flow now, with no server, and print its summary. Each run "
+        "reproduces the DVC pipeline (same cache and dvc.lock as `dvc repro`) and stops before "
+        "training if the data validation fails.",
+    )
     parser.add_argument("--once", action="store_true", help="run the flow now instead of serving the schedule")
-    parser.add_argument("--project-root", type=Path, default=None,
-                        help="project directory (default: the nearest parent with dvc.yaml/params.yaml)")
-    parser.add_argument("--port", type=int, default=4200,
-                        help="port of the local Prefect server started to serve the schedule, when "
-                             "PREFECT_API_URL is unset (default: %(default)s)")
+    parser.add_argument(
+        "--project-root",
+        type=Path,
+        default=None,
+        help="project directory (default: the nearest parent with dvc.yaml/params.yaml)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=4200,
+        help="port of the local Prefect server started to serve the schedule, when "
+        "PREFECT_API_URL is unset (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -94,15 +104,21 @@ def local_prefect_server(port: int, log_path: Path, timeout: float = SERVER_STAR
     if not 0 < port < 65536:
         raise ValueError(f"--port: expected 1-65535, got {port}")
     if _port_in_use(port):
-        raise CLIError(f"127.0.0.1:{port} is already in use: pass --port, or set PREFECT_API_URL to the "
-                       f"Prefect server listening there")
+        raise CLIError(
+            f"127.0.0.1:{port} is already in use: pass --port, or set PREFECT_API_URL to the "
+            f"Prefect server listening there"
+        )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}/api"
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     with open(log_path, "ab") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(api_url):
@@ -135,7 +151,7 @@ def serve_schedule(flows, project: Path, port: int) -> None:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.chdir(project)   # the deployment's entrypoint (pipelines/flows.py) is taken relative to here
+    os.chdir(project)  # the deployment's entrypoint (pipelines/flows.py) is taken relative to here
     if os.environ.get("PREFECT_API_URL"):
         serve(flows.deployment(project))
         return
@@ -143,7 +159,7 @@ def serve_schedule(flows, project: Path, port: int) -> None:
     with local_prefect_server(port, home / SERVER_LOG) as api_url:
         print(f"Prefect server at {api_url.removesuffix('/api')} (log: {home / SERVER_LOG})", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            serve(flows.deployment(project))   # blocks until interrupted
+            serve(flows.deployment(project))  # blocks until interrupted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     project = (args.project_root or find_project_root()).resolve()
     if not (project / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{project / 'dvc.yaml'} not found: run inside the project or pass --project-root")
-    os.environ.update(prefect_environment(project))   # before Prefect is imported: it reads them once
+    os.environ.update(prefect_environment(project))  # before Prefect is imported: it reads them once
     flows = load_flows(project)
     if args.once:
         from nhl.orchestration import StageFailed, ValidationFailed

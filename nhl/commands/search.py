@@ -25,9 +25,11 @@ SEARCHERS: dict[str, Callable[..., Any]] = {}
 
 def register_searcher(name: str) -> Callable:
     """Register `f(codes ±1 [N, k], args, lengths) -> index with .search(queries, k)` under `name`."""
+
     def wrap(fn: Callable) -> Callable:
         SEARCHERS[name] = fn
         return fn
+
     return wrap
 
 
@@ -67,8 +69,10 @@ def funnel_stages(lengths: list[int], bits: int) -> list[int]:
     """
     short = [k for k in lengths if k <= 16 and k < bits]
     if not short:
-        raise ValueError(f"--index funnel: needs a nested length <= 16 bits shorter than --bits {bits} "
-                         f"(model lengths {lengths}); pass --stages or use --index flat")
+        raise ValueError(
+            f"--index funnel: needs a nested length <= 16 bits shorter than --bits {bits} "
+            f"(model lengths {lengths}); pass --stages or use --index flat"
+        )
     return [short[-1], bits]
 
 
@@ -79,30 +83,60 @@ def funnel_pools(transitions: int, k: int) -> list[int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "search", help="top-k nearest codes of query images or codes",
+        "search",
+        help="top-k nearest codes of query images or codes",
         description="Search a codes file (from `nhl encode`) with query images or a query codes file; "
-                    "prints the top-k database ids with their Hamming distances.")
+        "prints the top-k database ids with their Hamming distances.",
+    )
     parser.add_argument("codes", type=Path, nargs="?", help="database codes file (.npz from `nhl encode`)")
     parser.add_argument("queries", type=Path, nargs="*", help="query image files or folders")
-    parser.add_argument("--codes", type=Path, dest="codes_option", metavar="CODES", default=None,
-                        help="the database codes file, as an option (then every positional is a query)")
-    parser.add_argument("--query", type=Path, action="append", default=[], metavar="QUERY",
-                        help="a query image file or folder, as an option (repeatable)")
+    parser.add_argument(
+        "--codes",
+        type=Path,
+        dest="codes_option",
+        metavar="CODES",
+        default=None,
+        help="the database codes file, as an option (then every positional is a query)",
+    )
+    parser.add_argument(
+        "--query",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="QUERY",
+        help="a query image file or folder, as an option (repeatable)",
+    )
     parser.add_argument("--query-codes", type=Path, default=None, help="a query codes file instead of images")
-    parser.add_argument("--model", default=None,
-                        help="model that encodes query images (default: the one recorded in the codes file)")
+    parser.add_argument(
+        "--model", default=None, help="model that encodes query images (default: the one recorded in the codes file)"
+    )
     parser.add_argument("-k", "--k", type=int, default=10, help="results per query (default: %(default)s)")
-    parser.add_argument("--bits", type=int, default=None,
-                        help="search with the k-bit prefixes (one of the model's nested lengths; default: the longest)")
+    parser.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="search with the k-bit prefixes (one of the model's nested lengths; default: the longest)",
+    )
     parser.add_argument("--index", default="flat", help=f"index kind: {', '.join(SEARCHERS)} (default: %(default)s)")
-    parser.add_argument("--stages", type=int_list, default=None,
-                        help="funnel: prefix lengths, e.g. 16,64,128 (default: the longest nested length "
-                             "<= 16 bits, then --bits)")
-    parser.add_argument("--pools", type=int_list, default=None,
-                        help="funnel: candidates kept after each stage but the last (default: max(5000, 50k) each)")
+    parser.add_argument(
+        "--stages",
+        type=int_list,
+        default=None,
+        help="funnel: prefix lengths, e.g. 16,64,128 (default: the longest nested length <= 16 bits, then --bits)",
+    )
+    parser.add_argument(
+        "--pools",
+        type=int_list,
+        default=None,
+        help="funnel: candidates kept after each stage but the last (default: max(5000, 50k) each)",
+    )
     parser.add_argument("--hash-bits", type=int, default=16, help="hash: bucket key bits (default: %(default)s)")
-    parser.add_argument("--nflip", type=int, default=2, help="hash: probe buckets up to this many flipped "
-                                                             "bits away (default: %(default)s)")
+    parser.add_argument(
+        "--nflip",
+        type=int,
+        default=2,
+        help="hash: probe buckets up to this many flipped bits away (default: %(default)s)",
+    )
     parser.add_argument("--size", type=int, default=None, help="resize query images to SIZE x SIZE")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
@@ -121,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
     db = load_codes(args.codes)
     bits = db.bits if args.bits is None else args.bits
     if bits not in db.lengths:
-        raise ValueError(f"--bits: {bits} is not a length of the model of codes file {args.codes} "
-                         f"(lengths {db.lengths})")
+        raise ValueError(
+            f"--bits: {bits} is not a length of the model of codes file {args.codes} (lengths {db.lengths})"
+        )
     q_codes, q_labels = query_codes(args, db)
     index = SEARCHERS[args.index](db.codes(bits), args, db.lengths)
     distances, rows = index.search(q_codes[:, :bits], args.k)
@@ -132,13 +167,16 @@ def run(args: argparse.Namespace) -> int:
         items: list[dict[str, Any]] = [{"id": int(db.ids[i]), "distance": d} for i, d in found]
         for item, (i, _) in zip(items, found, strict=True):
             if db.names is not None:
-                item["name"] = str(db.names[i])        # the image path of file-based data
+                item["name"] = str(db.names[i])  # the image path of file-based data
             if db.labels is not None:
                 item["labels"] = [c for c, on in enumerate(db.labels[i]) if on > 0]
         results.append({"query": label, "results": items})
     if args.json:
-        print(json.dumps({"codes": str(args.codes), "bits": bits, "index": args.index, "k": args.k,
-                          "queries": results}, indent=1))
+        print(
+            json.dumps(
+                {"codes": str(args.codes), "bits": bits, "index": args.index, "k": args.k, "queries": results}, indent=1
+            )
+        )
     else:
         print_table(results)
     return 0
@@ -165,8 +203,10 @@ def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
     if args.query_codes is not None:
         queries = load_codes(args.query_codes)
         if queries.bits != db.bits:
-            raise ValueError(f"query codes file {args.query_codes}: {queries.bits}-bit codes, but codes file "
-                             f"{args.codes} has {db.bits}-bit codes (encode both with the same model)")
+            raise ValueError(
+                f"query codes file {args.query_codes}: {queries.bits}-bit codes, but codes file "
+                f"{args.codes} has {db.bits}-bit codes (encode both with the same model)"
+            )
         _warn_other_model(queries.model, db.model, f"query codes file {args.query_codes}", args.codes)
         labels = list(queries.names) if queries.names is not None else [int(i) for i in queries.ids]
         return queries.codes(), labels
@@ -177,8 +217,10 @@ def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
         raise FileNotFoundError(f"model file {spec} (recorded in codes file {args.codes}) does not exist; pass --model")
     model, info = resolve_model(spec)
     if info["lengths"][-1] != db.bits:
-        raise ValueError(f"--model {spec}: gives {info['lengths'][-1]}-bit codes, but codes file {args.codes} "
-                         f"has {db.bits}-bit codes")
+        raise ValueError(
+            f"--model {spec}: gives {info['lengths'][-1]}-bit codes, but codes file {args.codes} "
+            f"has {db.bits}-bit codes"
+        )
     _warn_other_model(info, db.model, f"model {spec}", args.codes)
     files = list_images(args.queries)
     size = args.size if args.size is not None else model.spec.input_size
@@ -188,20 +230,25 @@ def query_codes(args: argparse.Namespace, db) -> tuple[Any, list[Any]]:
 
 def _warn_other_model(info: dict, db_info: dict, what: str, codes_path: Path) -> None:
     if info.get("sha256") and db_info.get("sha256") and info["sha256"] != db_info["sha256"]:
-        print(f"nhl search: warning: {what} is not the model that made codes file {codes_path} "
-              f"({info.get('model_id')} vs {db_info.get('model_id')})", file=sys.stderr)
+        print(
+            f"nhl search: warning: {what} is not the model that made codes file {codes_path} "
+            f"({info.get('model_id')} vs {db_info.get('model_id')})",
+            file=sys.stderr,
+        )
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """One line per result: query, rank, id, distance, and the image path and labels where known."""
     has_names = any("name" in item for r in results for item in r["results"])
     has_labels = any("labels" in item for r in results for item in r["results"])
-    header = (["query", "rank", "id", "distance"] + (["labels"] if has_labels else [])
-              + (["path"] if has_names else []))
-    lines = [[str(r["query"]), str(rank), str(item["id"]), str(item["distance"])]
-             + ([" ".join(map(str, item.get("labels", [])))] if has_labels else [])
-             + ([item.get("name", "")] if has_names else [])
-             for r in results for rank, item in enumerate(r["results"], 1)]
+    header = ["query", "rank", "id", "distance"] + (["labels"] if has_labels else []) + (["path"] if has_names else [])
+    lines = [
+        [str(r["query"]), str(rank), str(item["id"]), str(item["distance"])]
+        + ([" ".join(map(str, item.get("labels", [])))] if has_labels else [])
+        + ([item.get("name", "")] if has_names else [])
+        for r in results
+        for rank, item in enumerate(r["results"], 1)
+    ]
     widths = [max([len(h)] + [len(row[c]) for row in lines]) for c, h in enumerate(header)]
     for row in [header] + lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -15,17 +15,28 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "tune", help="grid-search a loss's settings on the val split",
+        "tune",
+        help="grid-search a loss's settings on the val split",
         description="Train baseline-BITS of LOSS at every point of the grid (train split) and score each on "
-                    "the val split; writes OUT/<loss>.md. The query split is never read.")
+        "the val split; writes OUT/<loss>.md. The query split is never read.",
+    )
     parser.add_argument("--loss", required=True, help="a registered loss")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="values to try; KEY is lr, epochs, patience, weight_decay, batch_size or a "
-                             "hyper-parameter of the loss (repeatable; default: lr at 1/3, 1 and 3 times train.lr)")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="values to try; KEY is lr, epochs, patience, weight_decay, batch_size or a "
+        "hyper-parameter of the loss (repeatable; default: lr at 1/3, 1 and 3 times train.lr)",
+    )
     parser.add_argument("--bits", type=int, default=64, help="code length of the baselines (default: %(default)s)")
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file with `train` and `losses` sections (default: %(default)s)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file with `train` and `losses` sections (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/tuning"), help="where <loss>.md goes")
     parser.set_defaults(func=run)
 
@@ -54,12 +65,17 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def progress(row) -> None:
-        print(f"{args.loss} {row.point}: val mAP@{args.bits} {row.val_map:.4f} "
-              f"(best epoch {row.best_epoch}/{row.epochs_run}, {row.seconds:.0f} s)", flush=True)
+        print(
+            f"{args.loss} {row.point}: val mAP@{args.bits} {row.val_map:.4f} "
+            f"(best epoch {row.best_epoch}/{row.epochs_run}, {row.seconds:.0f} s)",
+            flush=True,
+        )
 
     rows = tune(section, args.loss, settings, grid, args.bits, train_set, val_set, progress=progress)
-    context = {key: section.get(key) for key in ("backbone", "backbone_params", "epochs", "batch_size", "lr",
-                                                 "patience", "seed")}
+    context = {
+        key: section.get(key)
+        for key in ("backbone", "backbone_params", "epochs", "batch_size", "lr", "patience", "seed")
+    }
     context["losses." + args.loss] = settings
     command = "nhl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "nhl tune"
     path = args.out / f"{args.loss}.md"

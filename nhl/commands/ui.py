@@ -9,19 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-STOP_TIMEOUT_S = 30    # MLflow's server (uvicorn + job runner) takes about 20 s to stop on SIGINT here
+STOP_TIMEOUT_S = 30  # MLflow's server (uvicorn + job runner) takes about 20 s to stop on SIGINT here
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "ui", help="browse the MLflow runs of this project",
+        "ui",
+        help="browse the MLflow runs of this project",
         description="Start `mlflow ui` on the project's store: $MLFLOW_TRACKING_URI, else "
-                    "sqlite:///<project root>/mlruns.db with artifacts in <project root>/mlartifacts. "
-                    "Ctrl-C stops it.")
+        "sqlite:///<project root>/mlruns.db with artifacts in <project root>/mlartifacts. "
+        "Ctrl-C stops it.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--project-root", type=Path, default=None,
-                        help="project directory (default: $DVC_ROOT or the nearest parent with dvc.yaml/params.yaml)")
+    parser.add_argument(
+        "--project-root",
+        type=Path,
+        default=None,
+        help="project directory (default: $DVC_ROOT or the nearest parent with dvc.yaml/params.yaml)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,10 +38,24 @@ def ui_command(args: argparse.Namespace) -> list[str]:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port: expected 1-65535, got {args.port}")
     artifacts = str(artifact_root(args.project_root))
-    return [sys.executable, "-m", "mlflow", "ui",
-            "--backend-store-uri", tracking_uri(args.project_root),
-            "--default-artifact-root", artifacts, "--artifacts-destination", artifacts,
-            "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(args.project_root),
+        "--default-artifact-root",
+        artifacts,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
 
 
 # MLflow 3.17's UI decides what an experiment opens on from its `workflowType` (the URL parameter,
@@ -75,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     command = ui_command(args)
     env = {"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ}
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it); the runs: {browse_url(args)}",
-          flush=True)
+    print(
+        f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it); the runs: {browse_url(args)}",
+        flush=True,
+    )
     server = subprocess.Popen(command, env=env)
     try:  # pass a stop request on to the server (only possible from the main thread)
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.terminate())

@@ -9,17 +9,24 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "validate", help="check a split manifest with the Great Expectations gate",
+        "validate",
+        help="check a split manifest with the Great Expectations gate",
         description="Validate manifest.csv + manifest.json in MANIFEST_DIR (schema, label range, every "
-                    "class present, split sizes as the protocol says, no query leakage, unique ids, images "
-                    "exist and decode). Always writes result.json and audit.md to --out; exits 1 when a "
-                    "check fails.")
+        "class present, split sizes as the protocol says, no query leakage, unique ids, images "
+        "exist and decode). Always writes result.json and audit.md to --out; exits 1 when a "
+        "check fails.",
+    )
     parser.add_argument("manifest_dir", type=Path, help="directory holding manifest.csv and manifest.json")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="raw directory with images.npy, or the image root for path manifests "
-                             "(default: the location recorded in manifest.json)")
-    parser.add_argument("--out", type=Path, default=Path("reports/validation"),
-                        help="report directory (default: %(default)s)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="raw directory with images.npy, or the image root for path manifests "
+        "(default: the location recorded in manifest.json)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/validation"), help="report directory (default: %(default)s)"
+    )
     parser.add_argument("--sample", type=int, default=16, help="images to decode (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the decoded sample (default: %(default)s)")
     parser.set_defaults(func=run)

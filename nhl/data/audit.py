@@ -12,7 +12,7 @@ from nhl.data.validation import ValidationResult
 RESULT_NAME = "result.json"
 AUDIT_NAME = "audit.md"
 MAX_LISTED_MISSING = 50
-MAX_LISTED_LABELS = 50       # beyond this many classes the page summarises (result.json keeps every count)
+MAX_LISTED_LABELS = 50  # beyond this many classes the page summarises (result.json keeps every count)
 FEWEST_SHOWN = 10
 
 
@@ -69,23 +69,37 @@ def _label_lines(result: ValidationResult, num_classes: int) -> list[str]:
     """One row per label, or, for many classes, per-split min / median / max and the rarest labels."""
     counts = {split: result.class_counts[split] for split in SPLITS}
     if num_classes <= MAX_LISTED_LABELS:
-        return ["| label | " + " | ".join(SPLITS) + " |", "|---:|" + "---:|" * len(SPLITS),
-                *[f"| {label} | " + " | ".join(f"{counts[split][label]:,}" for split in SPLITS) + " |"
-                  for label in range(num_classes)]]
+        return [
+            "| label | " + " | ".join(SPLITS) + " |",
+            "|---:|" + "---:|" * len(SPLITS),
+            *[
+                f"| {label} | " + " | ".join(f"{counts[split][label]:,}" for split in SPLITS) + " |"
+                for label in range(num_classes)
+            ],
+        ]
     import numpy as np
 
-    lines = [f"{num_classes:,} labels: summarised per split (every count is in `{RESULT_NAME}`).", "",
-             "| split | min | median | max | labels with no item |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"{num_classes:,} labels: summarised per split (every count is in `{RESULT_NAME}`).",
+        "",
+        "| split | min | median | max | labels with no item |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for split in SPLITS:
         c = np.asarray(counts[split])
-        lines.append(f"| {split} | {int(c.min()):,} | {float(np.median(c)):g} | {int(c.max()):,} | "
-                     f"{int((c == 0).sum()):,} |")
+        lines.append(
+            f"| {split} | {int(c.min()):,} | {float(np.median(c)):g} | {int(c.max()):,} | {int((c == 0).sum()):,} |"
+        )
     train = np.asarray(counts["train"])
     rarest = np.argsort(train, kind="stable")[:FEWEST_SHOWN]
-    lines += ["", f"The {FEWEST_SHOWN} labels with the fewest train items:", "",
-              "| label | " + " | ".join(SPLITS) + " |", "|---:|" + "---:|" * len(SPLITS),
-              *[f"| {label} | " + " | ".join(f"{counts[split][label]:,}" for split in SPLITS) + " |"
-                for label in rarest]]
+    lines += [
+        "",
+        f"The {FEWEST_SHOWN} labels with the fewest train items:",
+        "",
+        "| label | " + " | ".join(SPLITS) + " |",
+        "|---:|" + "---:|" * len(SPLITS),
+        *[f"| {label} | " + " | ".join(f"{counts[split][label]:,}" for split in SPLITS) + " |" for label in rarest],
+    ]
     return lines
 
 

@@ -119,11 +119,12 @@ class ManifestDataset(Dataset):
                     return np.asarray(convert(image, mode))
                 except (OSError, SyntaxError) as err:
                     raise ValueError(f"image {path}: cannot be decoded ({err})") from None
-        except ValueError as err:   # "image <path>: why" -> "image <path> (item <id>) why"
+        except ValueError as err:  # "image <path>: why" -> "image <path> (item <id>) why"
             text, head = str(err), f"image {path}: "
             item = f"(item {self.item_ids[index]})"
-            raise ValueError(f"image {path} {item} {text[len(head):]}" if text.startswith(head)
-                             else f"{text} {item}") from None
+            raise ValueError(
+                f"image {path} {item} {text[len(head) :]}" if text.startswith(head) else f"{text} {item}"
+            ) from None
 
 
 def _pil():
@@ -154,8 +155,8 @@ def load_split(
     else:
         frame, meta = read_manifest(manifest)
     num_classes = num_classes if num_classes is not None else meta.get("num_classes")
-    channels = channels if channels is not None else meta.get("channels")   # own images: always RGB
-    size = meta.get("resize")                                                # own images: any size
+    channels = channels if channels is not None else meta.get("channels")  # own images: always RGB
+    size = meta.get("resize")  # own images: any size
     if num_classes is None:
         raise ValueError("num_classes is required when the manifest is given as a DataFrame")
     rows = split_frame(frame, split)
@@ -169,8 +170,9 @@ def load_split(
     else:
         location = {"root": source}
     try:
-        return ManifestDataset(rows, num_classes, transform=transform, mean=mean, std=std, channels=channels,
-                               size=size, **location)
+        return ManifestDataset(
+            rows, num_classes, transform=transform, mean=mean, std=std, channels=channels, size=size, **location
+        )
     except ValueError as err:
         if isinstance(manifest, pd.DataFrame):
             raise

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CHUNK = 1 << 20
-DEFAULT_SIZE = 128   # the side own images are resized to before the model (its input_size resizes again)
+DEFAULT_SIZE = 128  # the side own images are resized to before the model (its input_size resizes again)
 
 
 def check_size(size) -> int:
@@ -45,8 +45,9 @@ def files_hash(root: str | os.PathLike, paths: Sequence[str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def check_files(root: str | os.PathLike, paths: Sequence[str], origins: Sequence[str],
-                allow_missing: bool) -> tuple[list[int], list[str]]:
+def check_files(
+    root: str | os.PathLike, paths: Sequence[str], origins: Sequence[str], allow_missing: bool
+) -> tuple[list[int], list[str]]:
     """(indices of usable images, paths skipped). `origins[i]` says where `paths[i]` was listed.
 
     Raises a one-line FileNotFoundError / ValueError naming the first bad file (and how many
@@ -57,7 +58,7 @@ def check_files(root: str | os.PathLike, paths: Sequence[str], origins: Sequence
     root = Path(root)
     keep: list[int] = []
     bad: list[tuple[str, str]] = []
-    for i, (rel, origin) in enumerate(zip(paths, origins)):
+    for i, (rel, origin) in enumerate(zip(paths, origins, strict=True)):
         path = root / rel
         if not path.is_file():
             bad.append((rel, f"image {path} not found ({origin})"))

@@ -47,14 +47,15 @@ def check_image(path: Path, max_pixels: int | None = None) -> dict:
                 raise ValueError(f"image {path}: cannot be decoded ({err})") from None
     except ValueError as err:
         text, head = str(err), f"image {path}: "
-        return {"problem": text[len(head):] if text.startswith(head) else text, "width": 0, "height": 0, "mode": ""}
+        return {"problem": text[len(head) :] if text.startswith(head) else text, "width": 0, "height": 0, "mode": ""}
     if width < 1 or height < 1:
         return {"problem": f"empty ({width}x{height})", "width": width, "height": height, "mode": mode}
     return {"problem": "", "width": width, "height": height, "mode": mode}
 
 
-def check_images(root: str | os.PathLike, entries: pd.Series, where: str,
-                 cache_file: str | os.PathLike | None = None) -> tuple[pd.DataFrame, CheckStats]:
+def check_images(
+    root: str | os.PathLike, entries: pd.Series, where: str, cache_file: str | os.PathLike | None = None
+) -> tuple[pd.DataFrame, CheckStats]:
     """One row per distinct path of `entries` (a manifest's `path` column, index = CSV row):
     path, exists, problem, width, height, mode. `where` names the manifest CSV for errors.
 
@@ -66,12 +67,12 @@ def check_images(root: str | os.PathLike, entries: pd.Series, where: str,
     root = Path(root)
     limit = pixel_limit()
     known = _read_cache(cache_file, limit)
-    cache: dict = {}   # only this manifest's images are kept, so the file does not grow forever
+    cache: dict = {}  # only this manifest's images are kept, so the file does not grow forever
     stats = CheckStats()
     rows = []
     first_line = {}
     for index, rel in entries.items():
-        first_line.setdefault(rel, int(index) + 2)   # header is line 1
+        first_line.setdefault(rel, int(index) + 2)  # header is line 1
     for rel, line in first_line.items():
         record = {"path": rel, "exists": True, "problem": "", "width": 0, "height": 0, "mode": ""}
         try:
@@ -104,7 +105,7 @@ def _read_cache(cache_file, limit: int) -> dict:
     try:
         data = json.loads(Path(cache_file).read_text())
     except (OSError, json.JSONDecodeError):
-        return {}   # a damaged cache costs a full check, never a wrong verdict
+        return {}  # a damaged cache costs a full check, never a wrong verdict
     if data.get("version") != CACHE_VERSION or data.get("max_pixels") != limit:
         return {}
     return dict(data.get("results", {}))

@@ -23,9 +23,15 @@ from nhl.data.sources import SourceData, register_source
 
 
 @register_source("imagecsv")
-def imagecsv(root: str | Path | None = None, csv: str | None = None, path_column: str = "path",
-             label_column: str = "label", separator: str = "|", allow_missing: bool = False,
-             size: int = DEFAULT_SIZE) -> SourceData:
+def imagecsv(
+    root: str | Path | None = None,
+    csv: str | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    separator: str = "|",
+    allow_missing: bool = False,
+    size: int = DEFAULT_SIZE,
+) -> SourceData:
     """Images and labels listed in `root/csv`; each bad row is a one-line error naming its line."""
     if root is None or csv is None:
         raise ValueError("dataset 'imagecsv' needs root=<image directory> and csv=<CSV file under root>")
@@ -50,7 +56,7 @@ def imagecsv(root: str | Path | None = None, csv: str | None = None, path_column
     names: list[list[str]] = []
     origins: list[str] = []
     seen: dict[str, int] = {}
-    for number, (rel, text) in enumerate(zip(table[path_column], table[label_column]), start=2):
+    for number, (rel, text) in enumerate(zip(table[path_column], table[label_column], strict=True), start=2):
         where = f"{file} line {number}"
         rel = rel.strip()
         inside_root(root, rel, where)
@@ -70,6 +76,14 @@ def imagecsv(root: str | Path | None = None, csv: str | None = None, path_column
         multi_hot[row, [index[name] for name in labels]] = 1.0
     keep, skipped = check_files(root, paths, origins, allow_missing)
     kept = [paths[i] for i in keep]
-    return SourceData("imagecsv", multi_hot[keep], tuple(vocabulary), paths=tuple(kept), root=str(root),
-                      missing=tuple(skipped), channels=3, image_size=check_size(size),
-                      images_hash=files_hash(root, kept))
+    return SourceData(
+        "imagecsv",
+        multi_hot[keep],
+        tuple(vocabulary),
+        paths=tuple(kept),
+        root=str(root),
+        missing=tuple(skipped),
+        channels=3,
+        image_size=check_size(size),
+        images_hash=files_hash(root, kept),
+    )

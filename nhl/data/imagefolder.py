@@ -22,10 +22,9 @@ from nhl.data.sources import SourceData, one_hot, register_source
 
 
 @register_source("imagefolder")
-def imagefolder(root: str | Path | None = None, allow_missing: bool = False,
-                size: int = DEFAULT_SIZE) -> SourceData:
+def imagefolder(root: str | Path | None = None, allow_missing: bool = False, size: int = DEFAULT_SIZE) -> SourceData:
     """Images under `root/<class>/`; an empty class folder is an error naming it."""
-    from nhl.images import IMAGE_SUFFIXES   # nhl.images imports torch: only when this source is used
+    from nhl.images import IMAGE_SUFFIXES  # nhl.images imports torch: only when this source is used
 
     if root is None:
         raise ValueError("dataset 'imagefolder' needs root=<folder with one sub-folder per class>")
@@ -44,13 +43,21 @@ def imagefolder(root: str | Path | None = None, allow_missing: bool = False,
         paths += found
         targets += [index] * len(found)
     origins = [f"class folder {root / Path(p).parts[0]}" for p in paths]
-    for rel, origin in zip(paths, origins):
-        inside_root(root, rel, origin)     # a symlink leading out of the root
+    for rel, origin in zip(paths, origins, strict=True):
+        inside_root(root, rel, origin)  # a symlink leading out of the root
     keep, skipped = check_files(root, paths, origins, allow_missing)
     kept = [paths[i] for i in keep]
-    return SourceData("imagefolder", one_hot(np.asarray(targets)[keep], len(classes)), tuple(classes),
-                      paths=tuple(kept), root=str(root), missing=tuple(skipped), channels=3,
-                      image_size=check_size(size), images_hash=files_hash(root, kept))
+    return SourceData(
+        "imagefolder",
+        one_hot(np.asarray(targets)[keep], len(classes)),
+        tuple(classes),
+        paths=tuple(kept),
+        root=str(root),
+        missing=tuple(skipped),
+        channels=3,
+        image_size=check_size(size),
+        images_hash=files_hash(root, kept),
+    )
 
 
 def _images_in(root: Path, name: str) -> list[str]:
@@ -64,4 +71,3 @@ def _images_in(root: Path, name: str) -> list[str]:
             if not file.startswith(".") and Path(file).suffix.lower() in IMAGE_SUFFIXES:
                 found.append((Path(folder) / file).relative_to(root).as_posix())
     return sorted(found)
-

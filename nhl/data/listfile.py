@@ -14,8 +14,9 @@ import numpy as np
 from nhl.data.paths import inside_root
 
 
-def read_list_file(path: str | Path, num_classes: int | None = None,
-                   root: str | Path | None = None) -> tuple[list[str], np.ndarray]:
+def read_list_file(
+    path: str | Path, num_classes: int | None = None, root: str | Path | None = None
+) -> tuple[list[str], np.ndarray]:
     """Parse a list file into (relative paths, float32 multi-hot labels `[N, C]`).
 
     `num_classes` is required to match the vector width (multi-hot form) or to bound the indices

@@ -51,9 +51,7 @@ def labels_from_strings(strings: Iterable[str], num_classes: int) -> np.ndarray:
                 raise ValueError(f"labels entry {n}: {token!r} in {text!r} is not a label index")
             index = int(token)
             if index >= num_classes:
-                raise ValueError(
-                    f"labels entry {n}: index {index} is out of range for {num_classes} classes"
-                )
+                raise ValueError(f"labels entry {n}: index {index} is out of range for {num_classes} classes")
             out[n, index] = 1.0
     return out
 
@@ -77,14 +75,14 @@ def labels_csr_from_strings(strings: Iterable[str], num_classes: int):
                 raise ValueError(f"labels entry {n}: {token!r} in {text!r} is not a label index")
             index = int(token)
             if index >= num_classes:
-                raise ValueError(
-                    f"labels entry {n}: index {index} is out of range for {num_classes} classes"
-                )
+                raise ValueError(f"labels entry {n}: index {index} is out of range for {num_classes} classes")
             row.add(index)
         indices += sorted(row)
         indptr.append(len(indices))
-    return sp.csr_matrix((np.ones(len(indices), np.int8), np.asarray(indices, np.int64), np.asarray(indptr)),
-                         shape=(len(indptr) - 1, num_classes))
+    return sp.csr_matrix(
+        (np.ones(len(indices), np.int8), np.asarray(indices, np.int64), np.asarray(indptr)),
+        shape=(len(indptr) - 1, num_classes),
+    )
 
 
 def location_column(frame: pd.DataFrame) -> str:
@@ -146,9 +144,7 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest file {path} not found")
-    return pd.read_csv(
-        path, dtype={"labels": str, "split": str, "path": str}, keep_default_na=True
-    )
+    return pd.read_csv(path, dtype={"labels": str, "split": str, "path": str}, keep_default_na=True)
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict]:

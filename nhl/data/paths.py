@@ -16,8 +16,12 @@ def inside_root(root: str | os.PathLike, entry: str | os.PathLike, where: str) -
     followed) outside `root`. `where` names the entry's origin, e.g. "list.txt line 7"."""
     root = Path(root)
     text = str(entry)
-    if (not text or PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
-            or PureWindowsPath(text).drive):
+    if (
+        not text
+        or PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or PureWindowsPath(text).drive
+    ):
         raise ValueError(f"{where}: path {text!r} must be relative to the data root {root}")
     path = root / text
     if not path.resolve().is_relative_to(root.resolve()):

@@ -58,9 +58,13 @@ def load_source(directory: str | Path, mmap: bool = False) -> SourceData:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run the fetch stage first")
     meta = json.loads(meta_path.read_text())
-    common: dict[str, Any] = dict(class_names=tuple(meta["class_names"]), missing=tuple(meta.get("missing", ())),
-                  channels=meta.get("channels"), image_size=meta.get("image_size"),
-                  images_hash=meta.get("images_hash"))
+    common: dict[str, Any] = dict(
+        class_names=tuple(meta["class_names"]),
+        missing=tuple(meta.get("missing", ())),
+        channels=meta.get("channels"),
+        image_size=meta.get("image_size"),
+        images_hash=meta.get("images_hash"),
+    )
     if meta["kind"] == "memory":
         groups_path = directory / "groups.npy"
         return SourceData(

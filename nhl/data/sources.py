@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from nhl.data.listfile import read_list_file
-from nhl.data.paths import inside_root
 from nhl.data.manifest import labels_to_strings
+from nhl.data.paths import inside_root
 
 
 @dataclass(frozen=True, eq=False)

@@ -64,9 +64,7 @@ class Protocol:
         if (self.query_group is None) != (self.pool_group is None) or (
             self.query_group is not None and self.query_group == self.pool_group
         ):
-            raise ValueError(
-                f"protocol {self.name}: query_group and pool_group are both unset or two different groups"
-            )
+            raise ValueError(f"protocol {self.name}: query_group and pool_group are both unset or two different groups")
 
     def with_counts(self, **changes) -> Protocol:
         """A copy with some fields changed (e.g. `query=`, `train=`, `train_in_database=`)."""
@@ -111,28 +109,71 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-register_protocol(Protocol(
-    "cifar10", 100, 450, 50, summary="CIFAR-10: 1k query, 5k train (4.5k + 0.5k val), 54k database",
-))
-register_protocol(Protocol(
-    "cifar10-1", 100, 450, 50, train_in_database=True, summary="CIFAR-10: database = rest + train (59k)",
-))
-register_protocol(Protocol(
-    "cifar10-2", 1000, 4500, 500, train_in_database=True, query_group="test", pool_group="train",
-    summary="CIFAR-10: query = the 10k test batch, train = database = the 50k training batches",
-))
-register_protocol(Protocol(
-    "nuswide21", 2100, 9450, 1050, per_class=False, train_in_database=True,
-    summary="NUS-WIDE (21 labels): 2,100 query, 10,500 train (9,450 + 1,050 val), database = all but query",
-))
-register_protocol(Protocol(
-    "coco", 5000, 9000, 1000, per_class=False, train_in_database=True,
-    summary="MS-COCO (80 labels): 5k query, 10k train (9k + 1k val), database = all but query",
-))
-register_protocol(Protocol(
-    "imagenet100", 50, 117, 13, train_in_database=True, query_group="query", pool_group="database",
-    summary="ImageNet-100: query = the 5k validation list, 13k train from the database list, database = that list",
-))
+register_protocol(
+    Protocol(
+        "cifar10",
+        100,
+        450,
+        50,
+        summary="CIFAR-10: 1k query, 5k train (4.5k + 0.5k val), 54k database",
+    )
+)
+register_protocol(
+    Protocol(
+        "cifar10-1",
+        100,
+        450,
+        50,
+        train_in_database=True,
+        summary="CIFAR-10: database = rest + train (59k)",
+    )
+)
+register_protocol(
+    Protocol(
+        "cifar10-2",
+        1000,
+        4500,
+        500,
+        train_in_database=True,
+        query_group="test",
+        pool_group="train",
+        summary="CIFAR-10: query = the 10k test batch, train = database = the 50k training batches",
+    )
+)
+register_protocol(
+    Protocol(
+        "nuswide21",
+        2100,
+        9450,
+        1050,
+        per_class=False,
+        train_in_database=True,
+        summary="NUS-WIDE (21 labels): 2,100 query, 10,500 train (9,450 + 1,050 val), database = all but query",
+    )
+)
+register_protocol(
+    Protocol(
+        "coco",
+        5000,
+        9000,
+        1000,
+        per_class=False,
+        train_in_database=True,
+        summary="MS-COCO (80 labels): 5k query, 10k train (9k + 1k val), database = all but query",
+    )
+)
+register_protocol(
+    Protocol(
+        "imagenet100",
+        50,
+        117,
+        13,
+        train_in_database=True,
+        query_group="query",
+        pool_group="database",
+        summary="ImageNet-100: query = the 5k validation list, 13k train from the database list, database = that list",
+    )
+)
 register_protocol(Protocol("mnist5k", 50, 200, 20, summary="mnist5k: 500 query, 2,000 train, 200 val, 2,300 database"))
 register_protocol(Protocol("digits", 10, 50, 10, summary="digits: 100 query, 500 train, 100 val, 1,097 database"))
 
@@ -146,25 +187,37 @@ class CustomProtocol(Protocol):
         wanted = f"query {self.query} + train {self.train} + val {self.val}"
         if not self.per_class:
             if len(source) < need:
-                raise ValueError(f"protocol {self.name}: {len(source)} items, fewer than {need} ({wanted}); "
-                                 f"lower data.query/train/val or add images")
+                raise ValueError(
+                    f"protocol {self.name}: {len(source)} items, fewer than {need} ({wanted}); "
+                    f"lower data.query/train/val or add images"
+                )
             return
         multi = np.flatnonzero(source.labels.sum(axis=1) != 1)
         if len(multi):
-            raise ValueError(f"protocol {self.name} with per_class: true needs single-label data; item "
-                             f"{multi[0]} has {int(source.labels[multi[0]].sum())} labels (set data.per_class: false)")
+            raise ValueError(
+                f"protocol {self.name} with per_class: true needs single-label data; item "
+                f"{multi[0]} has {int(source.labels[multi[0]].sum())} labels (set data.per_class: false)"
+            )
         sizes = source.labels.sum(axis=0).astype(int)
         small = np.flatnonzero(sizes < need)
         if len(small):
             c = int(small[0])
             more = f" ({len(small) - 1} more classes too small)" if len(small) > 1 else ""
-            raise ValueError(f"protocol {self.name}: class {c} ({source.class_names[c]!r}) has {sizes[c]} items, "
-                             f"fewer than {need} per class ({wanted}){more}; lower data.query/train/val or add images")
+            raise ValueError(
+                f"protocol {self.name}: class {c} ({source.class_names[c]!r}) has {sizes[c]} items, "
+                f"fewer than {need} per class ({wanted}){more}; lower data.query/train/val or add images"
+            )
 
 
-register_protocol(CustomProtocol(
-    "custom", 10, 50, 10, summary="your own data: the counts set in params (per class, or totals with per_class: false)",
-))
+register_protocol(
+    CustomProtocol(
+        "custom",
+        10,
+        50,
+        10,
+        summary="your own data: the counts set in params (per class, or totals with per_class: false)",
+    )
+)
 
 
 def make_split(source: SourceData, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -252,11 +305,11 @@ def _draw_per_class(labels, pool, counts, rng, protocol) -> dict[str, np.ndarray
         )
     out: dict[str, list[np.ndarray]] = {name: [] for name in counts}
     for c in range(labels.shape[1]):
-        members = pool[order[bounds[c]:bounds[c + 1]]]
+        members = pool[order[bounds[c] : bounds[c + 1]]]
         chosen = rng.permutation(members)[:need]
         start = 0
         for name, n in counts.items():
-            out[name].append(chosen[start:start + n])
+            out[name].append(chosen[start : start + n])
             start += n
     return {name: np.sort(np.concatenate(parts)) for name, parts in out.items()}
 
@@ -273,7 +326,7 @@ def _draw_totals(labels, pool, counts, rng, protocol, cover) -> dict[str, np.nda
         order = _covering_first(labels, order, counts[first], protocol)
     out, start = {}, 0
     for name, n in counts.items():
-        out[name] = np.sort(order[start:start + n])
+        out[name] = np.sort(order[start : start + n])
         start += n
     return out
 
@@ -306,8 +359,6 @@ def _frame(source: SourceData, members: dict[str, np.ndarray]) -> pd.DataFrame:
     parts = []
     for split in SPLITS:
         ids = np.sort(members[split])
-        location = (
-            {"row": ids} if source.kind == "memory" else {"path": np.asarray(source.paths, dtype=object)[ids]}
-        )
+        location = {"row": ids} if source.kind == "memory" else {"path": np.asarray(source.paths, dtype=object)[ids]}
         parts.append(pd.DataFrame({"item_id": ids, **location, "labels": label_strings[ids], "split": split}))
     return pd.concat(parts, ignore_index=True)

@@ -102,8 +102,9 @@ def validate_manifest(
         from nhl.data.imagecheck import check_images
 
         checked, stats = check_images(images, frame["path"], str(directory / CSV_NAME), cache_file)
-        samples = checked[checked["exists"]].assign(shape=lambda f: [
-            _shape_text(h, w, m) for h, w, m in zip(f["height"], f["width"], f["mode"])])
+        samples = checked[checked["exists"]].assign(
+            shape=lambda f: [_shape_text(h, w, m) for h, w, m in zip(f["height"], f["width"], f["mode"], strict=True)]
+        )
     else:
         samples = _sample_frame(items, location, images, sample, seed)
     observed_hash = content_hash((directory / CSV_NAME).read_bytes(), meta.get("images_hash"))
@@ -161,53 +162,99 @@ def _suites(n: dict) -> dict[str, list[tuple[str, object]]]:
     columns = ["item_id", location, "labels", "split"]
     return {
         "schema": [
-            (f"columns are {', '.join(columns)}",
-             gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True)),
+            (
+                f"columns are {', '.join(columns)}",
+                gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
+            ),
             *[(f"no empty {column}", gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns],
-            ("item_id is an integer column",
-             gxe.ExpectColumnValuesToBeInTypeList(column="item_id", type_list=["int64", "int32"])),
-            ("split is one of train/val/query/database",
-             gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
-            ("labels are space-separated label indices",
-             gxe.ExpectColumnValuesToMatchRegex(column="labels", regex=LABELS_PATTERN)),
+            (
+                "item_id is an integer column",
+                gxe.ExpectColumnValuesToBeInTypeList(column="item_id", type_list=["int64", "int32"]),
+            ),
+            (
+                "split is one of train/val/query/database",
+                gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            ),
+            (
+                "labels are space-separated label indices",
+                gxe.ExpectColumnValuesToMatchRegex(column="labels", regex=LABELS_PATTERN),
+            ),
         ],
         "items": [
-            (f"label indices within 0..{top}",
-             gxe.ExpectColumnValuesToBeBetween(column="label_max", min_value=0, max_value=top)),
-            ("item ids unique within each split",
-             gxe.ExpectCompoundColumnsToBeUnique(column_list=["split", "item_id"])),
+            (
+                f"label indices within 0..{top}",
+                gxe.ExpectColumnValuesToBeBetween(column="label_max", min_value=0, max_value=top),
+            ),
+            (
+                "item ids unique within each split",
+                gxe.ExpectCompoundColumnsToBeUnique(column_list=["split", "item_id"]),
+            ),
             ("no query item in another split", gxe.ExpectColumnValuesToBeInSet(column="query_leak", value_set=[False])),
-            ("each item id names one image and one label set",
-             gxe.ExpectColumnValuesToBeInSet(column="id_conflict", value_set=[False])),
+            (
+                "each item id names one image and one label set",
+                gxe.ExpectColumnValuesToBeInSet(column="id_conflict", value_set=[False]),
+            ),
             (f"images exist ({n['where']})", gxe.ExpectColumnValuesToBeInSet(column="image_exists", value_set=[True])),
         ],
         "labels": [
-            (f"every {n['class_word']} present in {split}",
-             gxe.ExpectColumnDistinctValuesToContainSet(
-                 column="label", value_set=list(range(n["classes"])), row_condition=Column("split") == split))
+            (
+                f"every {n['class_word']} present in {split}",
+                gxe.ExpectColumnDistinctValuesToContainSet(
+                    column="label", value_set=list(range(n["classes"])), row_condition=Column("split") == split
+                ),
+            )
             for split in n["class_splits"]
         ],
         "sizes": [
-            (f"{split} has {expected[split]} rows as protocol {n['protocol']} says",
-             gxe.ExpectColumnValuesToBeBetween(
-                 column="count", min_value=expected[split], max_value=expected[split],
-                 row_condition=Column("split") == split))
+            (
+                f"{split} has {expected[split]} rows as protocol {n['protocol']} says",
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="count",
+                    min_value=expected[split],
+                    max_value=expected[split],
+                    row_condition=Column("split") == split,
+                ),
+            )
             for split in SPLITS
         ],
         "images": [
-            (f"every image decodes, within the root and the pixel limit ({n['samples']} files)",
-             gxe.ExpectColumnValuesToBeInSet(column="problem", value_set=[""])),
-            *([("sampled images have shape " + n["shape"],
-                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[n["shape"]]))] if n["shape"] else []),
-        ] if n["every_image"] else [
-            (f"a sample of {n['samples']} images decodes",
-             gxe.ExpectColumnValuesToBeInSet(column="decoded", value_set=[True])),
-            *([(f"sampled images have shape {n['shape']}",
-                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[n["shape"]]))] if n["shape"] else []),
+            (
+                f"every image decodes, within the root and the pixel limit ({n['samples']} files)",
+                gxe.ExpectColumnValuesToBeInSet(column="problem", value_set=[""]),
+            ),
+            *(
+                [
+                    (
+                        "sampled images have shape " + n["shape"],
+                        gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[n["shape"]]),
+                    )
+                ]
+                if n["shape"]
+                else []
+            ),
+        ]
+        if n["every_image"]
+        else [
+            (
+                f"a sample of {n['samples']} images decodes",
+                gxe.ExpectColumnValuesToBeInSet(column="decoded", value_set=[True]),
+            ),
+            *(
+                [
+                    (
+                        f"sampled images have shape {n['shape']}",
+                        gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[n["shape"]]),
+                    )
+                ]
+                if n["shape"]
+                else []
+            ),
         ],
         "integrity": [
-            ("content hash matches manifest.json",
-             gxe.ExpectColumnValuesToBeInSet(column="content_hash", value_set=[n["content_hash"]])),
+            (
+                "content hash matches manifest.json",
+                gxe.ExpectColumnValuesToBeInSet(column="content_hash", value_set=[n["content_hash"]]),
+            ),
         ],
     }
 
@@ -310,7 +357,7 @@ def _shape_text(height: int, width: int, mode: str) -> str:
 def _decode_file(path: Path) -> np.ndarray:
     from nhl.images import open_image
 
-    with open_image(path) as image:   # refuses an image over the pixel limit before decoding
+    with open_image(path) as image:  # refuses an image over the pixel limit before decoding
         image.load()
         return np.asarray(image)
 

@@ -6,5 +6,4 @@ from nhl.losses import csq, dbdh, dch, dhn, dpn, dpsh, dsh, dtsh, hashnet, lcdsh
 from nhl.losses.base import LOSSES, HashLoss, build_loss, get_loss_class, list_losses, register_loss
 from nhl.losses.nested import build_length_losses
 
-__all__ = ["LOSSES", "HashLoss", "build_length_losses", "build_loss", "get_loss_class", "list_losses",
-           "register_loss"]
+__all__ = ["LOSSES", "HashLoss", "build_length_losses", "build_loss", "get_loss_class", "list_losses", "register_loss"]

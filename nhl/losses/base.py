@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from nhl.distributed import all_gather_rows
 from nhl.losses.centers import labels_to_centers
 
-LOSSES: dict[str, type["HashLoss"]] = {}
+LOSSES: dict[str, type[HashLoss]] = {}
 
 # Constructor arguments that every loss takes and `build_loss` passes itself.
 _CORE_ARGS = ("bits", "num_classes", "num_train")
@@ -75,8 +76,9 @@ def ids_to_multi_hot(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
         raise ValueError("labels: class ids must be integers")
     ids = ids.long()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
-        raise ValueError(f"labels: class ids must lie in [0, {num_classes}), got values in "
-                         f"[{int(ids.min())}, {int(ids.max())}]")
+        raise ValueError(
+            f"labels: class ids must lie in [0, {num_classes}), got values in [{int(ids.min())}, {int(ids.max())}]"
+        )
     return torch.nn.functional.one_hot(ids, num_classes).float()
 
 
@@ -105,8 +107,10 @@ class MemoryBankMixin:
         if not self.training:
             return
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_train):
-            raise ValueError(f"index: expected training-set positions in [0, {self.num_train}), "
-                             f"got values in [{int(index.min())}, {int(index.max())}]")
+            raise ValueError(
+                f"index: expected training-set positions in [0, {self.num_train}), "
+                f"got values in [{int(index.min())}, {int(index.max())}]"
+            )
         # under torchrun every process writes every process's share, so the banks stay identical
         u, labels, index = all_gather_rows(u.detach()), all_gather_rows(labels.detach()), all_gather_rows(index)
         self.bank_codes[index] = u.to(self.bank_codes.dtype)
@@ -125,8 +129,9 @@ class CentersMixin(HashLoss):
     centers: torch.Tensor
     tie_break: torch.Tensor
 
-    def _init_centers(self, centers: torch.Tensor | None, seed: int,
-                      rule: Callable[[int, int, int], torch.Tensor]) -> None:
+    def _init_centers(
+        self, centers: torch.Tensor | None, seed: int, rule: Callable[[int, int, int], torch.Tensor]
+    ) -> None:
         if centers is None:
             centers = rule(self.num_classes, self.bits, seed)
         centers = torch.as_tensor(centers).detach().clone().float().cpu()
@@ -150,8 +155,10 @@ def register_loss(name: str) -> Callable[[type[HashLoss]], type[HashLoss]]:
         if not (isinstance(cls, type) and issubclass(cls, HashLoss)):
             raise TypeError(f"register_loss({name!r}): expected a HashLoss subclass, got {cls!r}")
         if name in LOSSES and LOSSES[name] is not cls:
-            warnings.warn(f"loss {name!r} registered twice: {LOSSES[name].__qualname__} replaced by "
-                          f"{cls.__qualname__}", stacklevel=2)
+            warnings.warn(
+                f"loss {name!r} registered twice: {LOSSES[name].__qualname__} replaced by {cls.__qualname__}",
+                stacklevel=2,
+            )
         cls.name = name
         LOSSES[name] = cls
         return cls
@@ -175,9 +182,11 @@ def get_loss_class(name: str) -> type[HashLoss]:
 def loss_hparams(name: str) -> dict[str, Any]:
     """The hyper-parameters a loss accepts with their defaults (beyond bits/num_classes/num_train)."""
     params = inspect.signature(get_loss_class(name).__init__).parameters
-    return {p.name: p.default for p in params.values()
-            if p.name != "self" and p.name not in _CORE_ARGS
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        p.name: p.default
+        for p in params.values()
+        if p.name != "self" and p.name not in _CORE_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def build_loss(name: str, bits: int, num_classes: int, num_train: int, **hparams: Any) -> HashLoss:
@@ -188,6 +197,8 @@ def build_loss(name: str, bits: int, num_classes: int, num_train: int, **hparams
     accepted = loss_hparams(name)
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
-        raise ValueError(f"loss {name!r}: unknown hyper-parameter(s) {', '.join(unknown)}; "
-                         f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
+        raise ValueError(
+            f"loss {name!r}: unknown hyper-parameter(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
+        )
     return cls(bits=bits, num_classes=num_classes, num_train=num_train, **hparams)

@@ -64,8 +64,7 @@ def center_distance_stats(centers: torch.Tensor | np.ndarray) -> dict[str, float
         raise ValueError(f"centers: expected at least two centres, got {d.shape[0]}")
     pairs = d[np.triu_indices(d.shape[0], 1)]
     low = int(pairs.min())
-    return {"min": low, "mean": float(pairs.mean()), "max": int(pairs.max()),
-            "pairs_at_min": int((pairs == low).sum())}
+    return {"min": low, "mean": float(pairs.mean()), "max": int(pairs.max()), "pairs_at_min": int((pairs == low).sum())}
 
 
 def random_balanced_centers(num_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
@@ -109,14 +108,16 @@ def hadamard_centers(num_classes: int, bits: int, seed: int = 0, tries: int = 20
 
 # ---------------------------------------------------------------- prefix-consistent centres
 
+
 def _score(dist: np.ndarray) -> tuple[int, int]:
     """(min distance, -pairs at the min): larger is better. `dist` has a huge diagonal."""
     low = int(dist.min())
     return low, -(int((dist == low).sum()) // 2)
 
 
-def _local_search(prev: np.ndarray, block: np.ndarray, rng: np.random.Generator,
-                  gamma: float = 1.0, max_sweeps: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def _local_search(
+    prev: np.ndarray, block: np.ndarray, rng: np.random.Generator, gamma: float = 1.0, max_sweeps: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
     """Flip single bits of the new `block` [C, m] to lower sum_{i<j} exp(-gamma * D_ij), where D
     counts the previous prefix distances `prev` plus the block's own; returns (block, D).
 
@@ -125,7 +126,7 @@ def _local_search(prev: np.ndarray, block: np.ndarray, rng: np.random.Generator,
     flip is found with one [C, m] array operation.
     """
     c, m = block.shape
-    big = 10 ** 9
+    big = 10**9
     dist = prev + (m - block @ block.T) // 2
     np.fill_diagonal(dist, big)
     for _ in range(max_sweeps):
@@ -150,12 +151,13 @@ def _local_search(prev: np.ndarray, block: np.ndarray, rng: np.random.Generator,
     return block, dist
 
 
-SEARCH_MAX_CLASSES = 128   # beyond this the exact search below (~C^2 per flip) gives way to
-                           # `centers_scalable` (2.9 s at 100 classes, 25 s at 300, > 5 min at 1,000)
+SEARCH_MAX_CLASSES = 128  # beyond this the exact search below (~C^2 per flip) gives way to
+# `centers_scalable` (2.9 s at 100 classes, 25 s at 300, > 5 min at 1,000)
 
 
-def prefix_consistent_centers(num_classes: int, lengths: list[int], seed: int = 0,
-                              restarts: int = 3, gamma: float = 1.0, method: str = "auto") -> torch.Tensor:
+def prefix_consistent_centers(
+    num_classes: int, lengths: list[int], seed: int = 0, restarts: int = 3, gamma: float = 1.0, method: str = "auto"
+) -> torch.Tensor:
     """`[C, max(lengths)]` centres whose first k columns are good k-bit centres for every k.
 
     method "search" (the default up to `SEARCH_MAX_CLASSES` classes) is described below;
@@ -189,7 +191,7 @@ def prefix_consistent_centers(num_classes: int, lengths: list[int], seed: int = 
         if m & (m - 1) == 0 and c <= 2 * m:
             h = hadamard_matrix(m)
             inits.append(np.concatenate([h, -h])[rng.permutation(2 * m)[:c]])
-        if 2 ** m * c * c <= 2 ** 24:  # the greedy costs about C^2 * 2^m
+        if 2**m * c * c <= 2**24:  # the greedy costs about C^2 * 2^m
             inits.append(_greedy_words(prev, m, rng, even=False))
             if m > 1:
                 inits.append(_greedy_words(prev, m, rng, even=True))
@@ -198,7 +200,7 @@ def prefix_consistent_centers(num_classes: int, lengths: list[int], seed: int = 
         for init in inits:
             init = init.astype(np.int64)
             start_dist = prev + (m - init @ init.T) // 2
-            np.fill_diagonal(start_dist, 10 ** 9)
+            np.fill_diagonal(start_dist, 10**9)
             for block, dist in ((init, start_dist), _local_search(prev, init.copy(), rng, gamma)):
                 score = _score(dist)
                 if best is None or score > best[0]:
@@ -216,7 +218,7 @@ def _greedy_words(prev: np.ndarray, m: int, rng: np.random.Generator, even: bool
     in random order, each taking the word that maximises its min distance (prefix distance + block
     distance) to the classes already placed; ties broken at random."""
     c = prev.shape[0]
-    words = ((np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1) * 2 - 1
+    words = ((np.arange(2**m)[:, None] >> np.arange(m)[None, :]) & 1) * 2 - 1
     if even:
         words = words[(words < 0).sum(axis=1) % 2 == 0]
     order = rng.permutation(c)

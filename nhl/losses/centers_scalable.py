@@ -35,6 +35,7 @@ from nhl.losses.centers import hadamard_matrix
 def _popcount(typingctx, x):
     """Set bits of a uint64 (LLVM ctpop, one POPCNT). The same 4-line intrinsic as
     `nhl.index.popcount64`, repeated here because losses sit below the index layer."""
+
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
 
@@ -104,7 +105,7 @@ def pair_stats(codes: np.ndarray) -> dict[str, float]:
         raise ValueError(f"centers: expected at least two centres, got {c}")
     plus = (codes > 0).sum(axis=0).astype(np.float64)
     mean = float((plus * (c - plus)).sum() / (c * (c - 1) / 2))
-    if c > 2 ** k:      # pigeonhole: the min is 0; count the colliding pairs without a scan
+    if c > 2**k:  # pigeonhole: the min is 0; count the colliding pairs without a scan
         _, sizes = np.unique(_pack(codes), axis=0, return_counts=True)
         return {"min": 0, "mean": mean, "pairs_at_min": int((sizes * (sizes - 1) // 2).sum())}
     low, count = _row_minima(_pack(codes))
@@ -121,7 +122,7 @@ def _block_words(rng: np.random.Generator, group_size: int, m: int) -> np.ndarra
         rows = np.concatenate([h, -h])[rng.permutation(2 * m)[:group_size]]
         return rows[:, rng.permutation(m)] * np.where(rng.random(m) < 0.5, 1, -1)
     if m <= 16:
-        order = rng.permutation(2 ** m)
+        order = rng.permutation(2**m)
         ints = order[np.arange(group_size) % order.size]
         return ((ints[:, None] >> np.arange(m)[None, :]) & 1) * 2 - 1
     return _balanced(rng, group_size, m)
@@ -140,11 +141,11 @@ def _assign_block(prefix: np.ndarray, m: int, rng: np.random.Generator) -> np.nd
         return _block_words(rng, c, m)
     _, group, sizes = np.unique(_pack(prefix), axis=0, return_inverse=True, return_counts=True)
     group = group.ravel()
-    block = _balanced(rng, c, m)                        # singletons keep a random balanced word
+    block = _balanced(rng, c, m)  # singletons keep a random balanced word
     members = np.argsort(group, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)])
     for g in np.flatnonzero(sizes > 1):
-        rows = members[starts[g]:starts[g + 1]]
+        rows = members[starts[g] : starts[g + 1]]
         block[rows] = _block_words(rng, rows.size, m)
     return block
 
@@ -158,17 +159,17 @@ def _repair(codes: np.ndarray, start: int, rng: np.random.Generator, rounds: int
     classes flips at most once), so no unlisted pair can fall to the current minimum.
     """
     c, k = codes.shape
-    if c * c > 2 ** k:    # collisions are expected (birthday bound): equal occupancy already did its best
+    if c * c > 2**k:  # collisions are expected (birthday bound): equal occupancy already did its best
         return
     limit, capacity, last = _expected_min(c, k) + 2, 16, None
     done = 0
     while done < rounds:
         low, count, near, found = _near_pairs(_pack(codes), limit, capacity)
-        if found.max() > capacity:             # rare: more listed neighbours than room; widen and rescan
+        if found.max() > capacity:  # rare: more listed neighbours than room; widen and rescan
             capacity = int(found.max())
             continue
         m = int(low[:-1].min())
-        if not m + 2 <= limit <= m + 3:         # the list must hold every pair within m + 2
+        if not m + 2 <= limit <= m + 3:  # the list must hold every pair within m + 2
             limit = m + 2
             continue
         at_min = int(count[:-1][low[:-1] == m].sum())
@@ -183,12 +184,12 @@ def _repair(codes: np.ndarray, start: int, rng: np.random.Generator, rounds: int
         bounds = np.searchsorted(a_side, np.arange(c + 1))
         moved = np.zeros(c, bool)
         for r in rng.permutation(np.flatnonzero(low[:-1] == m)):
-            nb = b_side[bounds[r]:bounds[r + 1]]
+            nb = b_side[bounds[r] : bounds[r + 1]]
             if nb.size == 0 or moved[r]:
                 continue
             agree = codes[nb, :] == codes[r, :]
             dist = k - agree.sum(axis=1)
-            after = dist[:, None] + np.where(agree[:, start:], 1, -1)          # [neighbours, block]
+            after = dist[:, None] + np.where(agree[:, start:], 1, -1)  # [neighbours, block]
             worst = after.min(axis=0)
             ties = (after == worst[None, :]).sum(axis=0)
             now_low = int(dist.min())
@@ -221,8 +222,9 @@ def default_rounds(num_classes: int) -> int:
     return int(min(8, max(2, 2e9 // max(num_classes, 1) ** 2)))
 
 
-def scalable_prefix_centers(num_classes: int, lengths: list[int], seed: int = 0,
-                            rounds: int | None = None) -> np.ndarray:
+def scalable_prefix_centers(
+    num_classes: int, lengths: list[int], seed: int = 0, rounds: int | None = None
+) -> np.ndarray:
     """`[C, max(lengths)]` ±1 (int8) centres, prefix-consistent, built in about linear time (plus
     the repair scans); see the module docstring. Deterministic for a given seed."""
     rounds = default_rounds(num_classes) if rounds is None else rounds
@@ -247,7 +249,15 @@ def prefix_distance_report(centers: np.ndarray, lengths: list[int], seed: int = 
     for k in lengths:
         mine = pair_stats(np.where(codes[:, :k] > 0, 1, -1).astype(np.int8))
         rand = pair_stats(random_balanced_centers(codes.shape[0], k, seed=seed).numpy().astype(np.int8))
-        out.append({"bits": int(k), "min": mine["min"], "mean": mine["mean"], "pairs_at_min": mine["pairs_at_min"],
-                    "random_min": rand["min"], "random_mean": rand["mean"],
-                    "random_pairs_at_min": rand["pairs_at_min"]})
+        out.append(
+            {
+                "bits": int(k),
+                "min": mine["min"],
+                "mean": mine["mean"],
+                "pairs_at_min": mine["pairs_at_min"],
+                "random_min": rand["min"],
+                "random_mean": rand["mean"],
+                "random_pairs_at_min": rand["pairs_at_min"],
+            }
+        )
     return out

@@ -25,8 +25,15 @@ class CSQLoss(CentersMixin, HashLoss):
 
     uses_centers = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 1e-4,
-                 centers: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        quant_weight: float = 1e-4,
+        centers: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self._init_centers(centers, seed, hadamard_centers)

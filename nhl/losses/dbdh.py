@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import (PairsMixin, balanced_weight, likelihood_scale, pair_likelihood, pair_mean,
-                              rms_normalise)
+from nhl.losses.pairs import PairsMixin, balanced_weight, likelihood_scale, pair_likelihood, pair_mean, rms_normalise
 
 POWERS = (1, 2)
 
@@ -38,10 +37,20 @@ class DBDHLoss(PairsMixin, HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, balance_weight: float = 0.1,
-                 power: int = 2, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, normalise: bool = True,
-                 scale: float | None = None, clamp: bool | None = None) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        balance_weight: float = 0.1,
+        power: int = 2,
+        pairs: str = "batch",
+        mask_unseen: bool = True,
+        balance_pairs: bool = False,
+        normalise: bool = True,
+        scale: float | None = None,
+        clamp: bool | None = None,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(power, bool) or power not in POWERS:
             raise ValueError(f"power: expected 1 or 2, got {power!r}")

@@ -6,7 +6,7 @@ import torch
 
 from nhl.losses.base import HashLoss, register_loss
 
-MAX_COS = 0.99   # released: cosine clamped so a similar pair never reaches distance 0 (log 0)
+MAX_COS = 0.99  # released: cosine clamped so a similar pair never reaches distance 0 (log 0)
 MIN_NORM = 1e-4  # released: product of norms clamped away from 0
 
 
@@ -28,8 +28,9 @@ class DCHLoss(HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, gamma: float = 20.0,
-                 quant_weight: float = 0.1) -> None:
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int, gamma: float = 20.0, quant_weight: float = 0.1
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         if gamma <= 0:
             raise ValueError(f"gamma: expected a positive number, got {gamma!r}")

@@ -23,8 +23,15 @@ class DPNLoss(CentersMixin, HashLoss):
 
     uses_centers = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, margin: float = 1.0,
-                 centers: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        margin: float = 1.0,
+        centers: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = float(margin)
         self._init_centers(centers, seed, random_balanced_centers)

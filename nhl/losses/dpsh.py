@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import (PairsMixin, balanced_weight, likelihood_scale, pair_likelihood, pair_mean,
-                              rms_normalise)
+from nhl.losses.pairs import PairsMixin, balanced_weight, likelihood_scale, pair_likelihood, pair_mean, rms_normalise
 
 
 @register_loss("dpsh")
@@ -42,10 +41,18 @@ class DPSHLoss(PairsMixin, HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 0.1,
-                 pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, normalise: bool = True,
-                 scale: float | None = None) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        quant_weight: float = 0.1,
+        pairs: str = "batch",
+        mask_unseen: bool = True,
+        balance_pairs: bool = False,
+        normalise: bool = True,
+        scale: float | None = None,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self._init_pairs(pairs, mask_unseen)

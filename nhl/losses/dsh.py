@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nhl.losses.base import HashLoss, register_loss
-from nhl.losses.pairs import PairsMixin, balanced_weight, rms_normalise, pair_mean
+from nhl.losses.pairs import PairsMixin, balanced_weight, pair_mean, rms_normalise
 
 
 @register_loss("dsh")
@@ -49,9 +49,18 @@ class DSHLoss(PairsMixin, HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, margin: float | None = None,
-                 quant_weight: float = 0.1, pairs: str = "batch", mask_unseen: bool = True,
-                 balance_pairs: bool = False, normalise: bool = True) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        margin: float | None = None,
+        quant_weight: float = 0.1,
+        pairs: str = "batch",
+        mask_unseen: bool = True,
+        balance_pairs: bool = False,
+        normalise: bool = True,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = 2.0 * bits if margin is None else float(margin)
         self.quant_weight = float(quant_weight)

@@ -34,9 +34,15 @@ class DTSHLoss(HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, margin: float = 5.0,
-                 quant_weight: float = 1.0,
-                 normalise: bool = True) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        margin: float = 5.0,
+        quant_weight: float = 1.0,
+        normalise: bool = True,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.margin = float(margin)
         self.quant_weight = float(quant_weight)

@@ -41,12 +41,22 @@ class HashNetLoss(HashLoss):
     """
 
     pairwise = True
-    step: torch.Tensor          # buffers (registered in __init__)
+    step: torch.Tensor  # buffers (registered in __init__)
     last_call: torch.Tensor
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
-                 init_scale: float = 1.0, gamma: float = 0.005, power: float = 0.5, step_size: int = 200,
-                 self_pairs: bool = True, normalise: bool = False) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        alpha: float | None = None,
+        init_scale: float = 1.0,
+        gamma: float = 0.005,
+        power: float = 0.5,
+        step_size: int = 200,
+        self_pairs: bool = True,
+        normalise: bool = False,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size: expected a positive integer, got {step_size!r}")

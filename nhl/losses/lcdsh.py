@@ -34,8 +34,9 @@ class LCDSHLoss(HashLoss):
 
     pairwise = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 3.0,
-                 normalise: bool = True) -> None:
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int, quant_weight: float = 3.0, normalise: bool = True
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self.normalise = bool(normalise)

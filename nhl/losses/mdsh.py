@@ -36,8 +36,16 @@ class MDSHLoss(CentersMixin, HashLoss):
 
     uses_centers = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 1e-4,
-                 scale: float | None = None, centers: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        quant_weight: float = 1e-4,
+        scale: float | None = None,
+        centers: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.quant_weight = float(quant_weight)
         self.scale = math.sqrt(bits) if scale is None else float(scale)

@@ -13,8 +13,15 @@ from nhl.models.head import check_lengths
 CENTER_MODES = ("independent", "prefix")
 
 
-def build_length_losses(name: str, lengths: list[int], num_classes: int, num_train: int,
-                        centers: str = "independent", seed: int = 0, **hparams: Any) -> nn.ModuleList:
+def build_length_losses(
+    name: str,
+    lengths: list[int],
+    num_classes: int,
+    num_train: int,
+    centers: str = "independent",
+    seed: int = 0,
+    **hparams: Any,
+) -> nn.ModuleList:
     """`ModuleList` of `build_loss(name, bits=k, ...)` for each k in `lengths`, each with its own
     centres and memory bank.
 
@@ -31,9 +38,12 @@ def build_length_losses(name: str, lengths: list[int], num_classes: int, num_tra
         hparams["seed"] = seed
     table = None
     if centers == "prefix" and cls.uses_centers:
-        rule = getattr(cls, "prefix_centers", None)   # a loss may build its own nested table (SHC)
-        table = (rule(num_classes, lengths, **{"seed": seed, **hparams}) if rule is not None
-                 else prefix_consistent_centers(num_classes, lengths, seed=seed))
+        rule = getattr(cls, "prefix_centers", None)  # a loss may build its own nested table (SHC)
+        table = (
+            rule(num_classes, lengths, **{"seed": seed, **hparams})
+            if rule is not None
+            else prefix_consistent_centers(num_classes, lengths, seed=seed)
+        )
     losses = []
     for k in lengths:
         extra = {"centers": table[:, :k].clone()} if table is not None else {}

@@ -53,9 +53,19 @@ class OrthoHashLoss(CentersMixin, HashLoss):
     NORMS = ("rms", "none")
     CODEBOOKS = {"bernoulli": bernoulli_codes, "hadamard": hadamard_centers}
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, scale: float = 8.0, margin: float = 0.2,
-                 quant_weight: float = 0.0, norm: str = "rms", codebook: str = "bernoulli",
-                 centers: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        scale: float = 8.0,
+        margin: float = 0.2,
+        quant_weight: float = 0.0,
+        norm: str = "rms",
+        codebook: str = "bernoulli",
+        centers: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         if norm not in self.NORMS:
             raise ValueError(f"norm: expected one of {', '.join(self.NORMS)}, got {norm!r}")
@@ -73,7 +83,7 @@ class OrthoHashLoss(CentersMixin, HashLoss):
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         v = self.normalise(u)
-        cos = F.normalize(v, dim=1) @ F.normalize(self.centers.to(v.dtype), dim=1).T   # [B, C]
+        cos = F.normalize(v, dim=1) @ F.normalize(self.centers.to(v.dtype), dim=1).T  # [B, C]
         logits = self.scale * (cos - self.margin * labels)
         counts = labels.sum(dim=1)
         has_label = counts > 0

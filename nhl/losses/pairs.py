@@ -46,8 +46,9 @@ class PairsMixin(MemoryBankMixin):
         if self.uses_memory_bank:
             self._init_memory_bank()
 
-    def partners(self, u: torch.Tensor, labels: torch.Tensor,
-                 index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def partners(
+        self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(codes `[M, bits]`, similar `[B, M]` bool, weight `[B, M]`).
 
         batch: the codes are `u` itself and the diagonal (an item with itself) has weight 0.

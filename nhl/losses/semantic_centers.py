@@ -27,7 +27,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,17 +36,18 @@ import torch
 from nhl.losses.centers import center_distance_stats, pairwise_hamming, prefix_consistent_centers
 from nhl.models.head import check_lengths
 
-
 # ---------------------------------------------------------------- (a) class similarity
+
 
 def class_similarity_from_probabilities(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """`[C, C]` similarity from predicted class probabilities `[N, C]` of items with multi-hot labels."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != labels.shape:
-        raise ValueError(f"probs / labels: expected two [N, C] matrices of the same shape, "
-                         f"got {probs.shape} and {labels.shape}")
+        raise ValueError(
+            f"probs / labels: expected two [N, C] matrices of the same shape, got {probs.shape} and {labels.shape}"
+        )
     counts = labels.sum(axis=0)
-    confusion = (labels.T @ probs) / np.maximum(counts, 1)[:, None]     # row a: mean prediction on class a
+    confusion = (labels.T @ probs) / np.maximum(counts, 1)[:, None]  # row a: mean prediction on class a
     sim = (confusion + confusion.T) / 2
     np.fill_diagonal(sim, 0.0)
     top = sim.max()
@@ -55,8 +57,9 @@ def class_similarity_from_probabilities(probs: np.ndarray, labels: np.ndarray) -
     return sim
 
 
-def class_similarity_from_features(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0,
-                                   max_iter: int = 2000) -> np.ndarray:
+def class_similarity_from_features(
+    features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, max_iter: int = 2000
+) -> np.ndarray:
     """Stage (a) on given features of the training split (single-label): a logistic-regression
     classifier's out-of-fold probabilities through `class_similarity_from_probabilities`."""
     from sklearn.linear_model import LogisticRegression
@@ -88,6 +91,7 @@ def resolve_class_similarity(source: Any, num_classes: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- (b) centre optimisation
 
+
 def default_min_distances(lengths: Sequence[int], fraction: float = 0.25) -> list[int]:
     """ceil(fraction * k) for each length (CSQ's bits/4 separation by default), at least 1."""
     if not 0 < fraction <= 0.5:
@@ -95,8 +99,13 @@ def default_min_distances(lengths: Sequence[int], fraction: float = 0.25) -> lis
     return [max(1, math.ceil(fraction * k)) for k in lengths]
 
 
-def semantic_centers(class_similarity: np.ndarray | torch.Tensor, lengths: Sequence[int], seed: int = 0,
-                     min_distance_fraction: float = 0.25, max_sweeps: int = 200) -> torch.Tensor:
+def semantic_centers(
+    class_similarity: np.ndarray | torch.Tensor,
+    lengths: Sequence[int],
+    seed: int = 0,
+    min_distance_fraction: float = 0.25,
+    max_sweeps: int = 200,
+) -> torch.Tensor:
     """`[C, max(lengths)]` +-1 centres for stage (b); see the module docstring."""
     lengths = check_lengths(list(lengths))
     if class_similarity is None or np.ndim(class_similarity) != 2:
@@ -106,8 +115,10 @@ def semantic_centers(class_similarity: np.ndarray | torch.Tensor, lengths: Seque
     codes = prefix_consistent_centers(c, lengths, seed=seed).numpy().astype(np.int64)
     if c < 2:
         return torch.from_numpy(codes.astype(np.float32))
-    floors = [min(want, int(pairwise_hamming(codes[:, :k])[np.triu_indices(c, 1)].min()))
-              for want, k in zip(default_min_distances(lengths, min_distance_fraction), lengths, strict=True)]
+    floors = [
+        min(want, int(pairwise_hamming(codes[:, :k])[np.triu_indices(c, 1)].min()))
+        for want, k in zip(default_min_distances(lengths, min_distance_fraction), lengths, strict=True)
+    ]
     targets = [d + max(k / 2 - d, 0.0) * (1 - sim) for d, k in zip(floors, lengths, strict=True)]
     codes = _flip_search(codes, lengths, floors, targets, sim, np.random.default_rng([seed, 23]), max_sweeps)
     return torch.from_numpy(codes.astype(np.float32))
@@ -115,28 +126,35 @@ def semantic_centers(class_similarity: np.ndarray | torch.Tensor, lengths: Seque
 
 def _pair_cost(gap: np.ndarray, above_weight: np.ndarray) -> np.ndarray:
     """g^2 below the target, above_weight * g^2 above it."""
-    return np.where(gap < 0, 1.0, above_weight) * gap ** 2
+    return np.where(gap < 0, 1.0, above_weight) * gap**2
 
 
-def _flip_search(codes: np.ndarray, lengths: list[int], floors: list[int], targets: list[np.ndarray],
-                 sim: np.ndarray, rng: np.random.Generator, max_sweeps: int) -> np.ndarray:
+def _flip_search(
+    codes: np.ndarray,
+    lengths: list[int],
+    floors: list[int],
+    targets: list[np.ndarray],
+    sim: np.ndarray,
+    rng: np.random.Generator,
+    max_sweeps: int,
+) -> np.ndarray:
     """Best-improvement single-bit flips per centre under the per-length minimum distances."""
     c, width = codes.shape
     dists = [pairwise_hamming(codes[:, :k]).astype(np.float64) for k in lengths]
-    active = [np.arange(width) < k for k in lengths]                      # bit b counts at length k
+    active = [np.arange(width) < k for k in lengths]  # bit b counts at length k
     for _ in range(max_sweeps):
         moved = False
         for r in rng.permutation(c):
-            change = np.where(codes == codes[r], 1.0, -1.0)                   # [C, width]: new - old distance
+            change = np.where(codes == codes[r], 1.0, -1.0)  # [C, width]: new - old distance
             change[r] = 0.0
             delta = np.zeros(width)
             feasible = np.ones(width, dtype=bool)
             for k, dist, target, floor, mask in zip(lengths, dists, targets, floors, active, strict=True):
                 gap = (dist[r] - target[r])[:, None]
                 weight = sim[r][:, None]
-                cost = _pair_cost(gap + change, weight) - _pair_cost(gap, weight)   # [C, width]
+                cost = _pair_cost(gap + change, weight) - _pair_cost(gap, weight)  # [C, width]
                 cost[r] = 0.0
-                delta += np.where(mask, cost.sum(axis=0) / k ** 2, 0.0)
+                delta += np.where(mask, cost.sum(axis=0) / k**2, 0.0)
                 after = dist[r][:, None] + change
                 after[r] = np.inf
                 feasible &= ~mask | (after.min(axis=0) >= floor)
@@ -154,8 +172,9 @@ def _flip_search(codes: np.ndarray, lengths: list[int], floors: list[int], targe
     return codes
 
 
-def center_distance_report(centers: torch.Tensor | np.ndarray, lengths: Sequence[int],
-                           class_similarity: Any = None) -> dict[int, dict[str, float]]:
+def center_distance_report(
+    centers: torch.Tensor | np.ndarray, lengths: Sequence[int], class_similarity: Any = None
+) -> dict[int, dict[str, float]]:
     """Per length: min / mean / max pairwise Hamming distance of the prefixes, pairs at the minimum,
     and with a similarity the Pearson correlation between similarity and distance over class pairs
     (negative: related classes are closer)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -19,8 +20,10 @@ MAX_CLASSES = 2000
 
 def _check_class_count(num_classes: int) -> None:
     if num_classes > MAX_CLASSES:
-        raise ValueError(f"losses.shc: semantic centres need dense [C, C] class matrices; {num_classes:,} classes "
-                         f"is beyond the supported {MAX_CLASSES:,} (use loss csq with train.centers: prefix)")
+        raise ValueError(
+            f"losses.shc: semantic centres need dense [C, C] class matrices; {num_classes:,} classes "
+            f"is beyond the supported {MAX_CLASSES:,} (use loss csq with train.centers: prefix)"
+        )
 
 
 @register_loss("shc")
@@ -48,12 +51,20 @@ class SHCLoss(CSQLoss):
     `MAX_CLASSES` (2,000) classes when it builds its own centres (see `MAX_CLASSES`).
     """
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quant_weight: float = 1e-4,
-                 class_similarity: Any = None, min_distance_fraction: float = 0.25,
-                 centers: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        quant_weight: float = 1e-4,
+        class_similarity: Any = None,
+        min_distance_fraction: float = 0.25,
+        centers: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         if centers is None:
             _check_class_count(num_classes)
-        if num_classes <= MAX_CLASSES:       # checked even when centres are given (as before)
+        if num_classes <= MAX_CLASSES:  # checked even when centres are given (as before)
             similarity = resolve_class_similarity(class_similarity, num_classes)
         if centers is None:
             centers = semantic_centers(similarity, [bits], seed=seed, min_distance_fraction=min_distance_fraction)
@@ -61,8 +72,15 @@ class SHCLoss(CSQLoss):
         self.min_distance_fraction = float(min_distance_fraction)
 
     @classmethod
-    def prefix_centers(cls, num_classes: int, lengths: Sequence[int], seed: int = 0, class_similarity: Any = None,
-                       min_distance_fraction: float = 0.25, **_: Any) -> torch.Tensor:
+    def prefix_centers(
+        cls,
+        num_classes: int,
+        lengths: Sequence[int],
+        seed: int = 0,
+        class_similarity: Any = None,
+        min_distance_fraction: float = 0.25,
+        **_: Any,
+    ) -> torch.Tensor:
         """`[C, max(lengths)]` centres optimised jointly over `lengths` (prefix-consistent)."""
         _check_class_count(num_classes)
         similarity = resolve_class_similarity(class_similarity, num_classes)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 
@@ -61,10 +60,18 @@ class SHREWDLoss(HashLoss):
     pairwise = True
     class_distance: torch.Tensor  # buffer (registered in __init__)
 
-    def __init__(self, bits: int, num_classes: int, num_train: int,
-                 hierarchy: Hierarchy | str | os.PathLike[str] | None = None, distance_scale: float = 0.5,
-                 kl_weight: float = 0.02, eps: float = 1e-2, balance_pairs: bool = True,
-                 normalise: bool = True) -> None:
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        hierarchy: Hierarchy | str | os.PathLike[str] | None = None,
+        distance_scale: float = 0.5,
+        kl_weight: float = 0.02,
+        eps: float = 1e-2,
+        balance_pairs: bool = True,
+        normalise: bool = True,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.hierarchy = resolve_hierarchy(hierarchy, num_classes)
         self.distance_scale, self.kl_weight, self.eps = float(distance_scale), float(kl_weight), float(eps)
@@ -77,7 +84,7 @@ class SHREWDLoss(HashLoss):
         has = labels > 0
         big = torch.tensor(float("inf"), dtype=labels.dtype, device=labels.device)
         dist = self.class_distance.to(labels.dtype)
-        per_class = torch.where(has[:, :, None], dist[None], big).amin(dim=1)      # [B, C]: nearest own label
+        per_class = torch.where(has[:, :, None], dist[None], big).amin(dim=1)  # [B, C]: nearest own label
         return torch.where(has[None, :, :], per_class[:, None, :], big).amin(dim=2)  # [B, B]
 
     def compute_loss(self, u: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -100,7 +107,7 @@ class SHREWDLoss(HashLoss):
             nu_sq = (z - corner).pow(2).sum(dim=1)
             sq = (z[:, None, :] - z[None, :, :]).pow(2).sum(dim=2)
             rho_sq = sq.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("inf")).amin(dim=1)
-            eps_sq = self.eps ** 2
+            eps_sq = self.eps**2
             kl = 0.5 * ((nu_sq + eps_sq).log() - (rho_sq + eps_sq).log())
             loss = loss + self.kl_weight * kl.mean()
         return loss

@@ -37,8 +37,9 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ LITE_STD = (128.0 / 255.0,) * 3
 
 Pretrained = bool | str | os.PathLike
 
-BACKBONES: dict[str, Callable[..., "Backbone"]] = {}
+BACKBONES: dict[str, Callable[..., Backbone]] = {}
 
 
 class Backbone(nn.Module):
@@ -60,8 +61,17 @@ class Backbone(nn.Module):
     any other channel mismatch is a ValueError. `mean`/`std` have one entry per `in_channels`.
     """
 
-    def __init__(self, body: nn.Module, *, feature_dim: int, input_size: int, in_channels: int,
-                 body_channels: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        *,
+        feature_dim: int,
+        input_size: int,
+        in_channels: int,
+        body_channels: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
         super().__init__()
         if in_channels not in (1, body_channels):
             raise ValueError(f"in_channels: expected 1 or {body_channels}, got {in_channels}")
@@ -86,8 +96,10 @@ class Backbone(nn.Module):
         return self.body(x)
 
     def extra_repr(self) -> str:
-        return (f"feature_dim={self.feature_dim}, input_size={self.input_size}, "
-                f"in_channels={self.in_channels}, mean={self.mean}, std={self.std}")
+        return (
+            f"feature_dim={self.feature_dim}, input_size={self.input_size}, "
+            f"in_channels={self.in_channels}, mean={self.mean}, std={self.std}"
+        )
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
@@ -95,8 +107,10 @@ def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable
 
     def decorator(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in BACKBONES and BACKBONES[name] is not fn:
-            warnings.warn(f"backbone {name!r} registered twice: {BACKBONES[name].__qualname__} replaced by "
-                          f"{fn.__qualname__}", stacklevel=2)
+            warnings.warn(
+                f"backbone {name!r} registered twice: {BACKBONES[name].__qualname__} replaced by {fn.__qualname__}",
+                stacklevel=2,
+            )
         BACKBONES[name] = fn
         return fn
 
@@ -111,8 +125,11 @@ def list_backbones() -> list[str]:
 def backbone_options(name: str) -> dict[str, Any]:
     """The keyword options a backbone accepts with their defaults (beyond in_channels/pretrained)."""
     params = inspect.signature(_entry(name)).parameters
-    return {p.name: p.default for p in params.values()
-            if p.name not in ("in_channels", "pretrained") and p.kind is p.KEYWORD_ONLY}
+    return {
+        p.name: p.default
+        for p in params.values()
+        if p.name not in ("in_channels", "pretrained") and p.kind is p.KEYWORD_ONLY
+    }
 
 
 def build_backbone(name: str, in_channels: int = 3, pretrained: Pretrained = False, **kw: Any) -> Backbone:
@@ -123,8 +140,10 @@ def build_backbone(name: str, in_channels: int = 3, pretrained: Pretrained = Fal
     accepted = backbone_options(name)
     unknown = sorted(set(kw) - set(accepted))
     if unknown:
-        raise ValueError(f"backbone {name!r}: unknown option(s) {', '.join(unknown)}; "
-                         f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
+        raise ValueError(
+            f"backbone {name!r}: unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
+        )
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
         raise ValueError(f"in_channels: expected a positive integer, got {in_channels!r}")
     if not isinstance(pretrained, (bool, str, os.PathLike)):
@@ -147,8 +166,7 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike, what: str) -
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - not a torch file, or pickled objects other than tensors
-        raise ValueError(f"{what}: weights file {path} is not a readable state dict "
-                         f"({type(err).__name__})") from None
+        raise ValueError(f"{what}: weights file {path} is not a readable state dict ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{what}: weights file {path} holds a {type(state).__name__}, expected a state dict")
     try:
@@ -163,8 +181,9 @@ def hub_checkpoint(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def _load_pretrained(model: nn.Module, name: str, pretrained: Pretrained, default_file: Callable[[], Path] | None,
-                     url: str | None = None) -> None:
+def _load_pretrained(
+    model: nn.Module, name: str, pretrained: Pretrained, default_file: Callable[[], Path] | None, url: str | None = None
+) -> None:
     """Fill `model` from `pretrained` (False: nothing; True: `default_file()`; else: that path)."""
     if pretrained is False:
         return
@@ -174,8 +193,10 @@ def _load_pretrained(model: nn.Module, name: str, pretrained: Pretrained, defaul
         path = default_file()
         if not path.is_file():
             source = f"the file from {url}" if url else "the file"
-            raise FileNotFoundError(f"{name}: ImageNet weights {path.name} not found; nhl never downloads: "
-                                    f"put {source} at {path}, or pass pretrained=<state-dict file>")
+            raise FileNotFoundError(
+                f"{name}: ImageNet weights {path.name} not found; nhl never downloads: "
+                f"put {source} at {path}, or pass pretrained=<state-dict file>"
+            )
     else:
         path = Path(pretrained)
     load_state_dict_file(model, path, name)
@@ -204,8 +225,12 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for out in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), NORMS[norm](out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                NORMS[norm](out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -216,12 +241,26 @@ class SmallCNN(nn.Module):
 
 
 @register_backbone("smallcnn")
-def smallcnn(in_channels: int = 3, pretrained: Pretrained = False, *, input_size: int = 32,
-             feature_dim: int = 256, width: int = 32, norm: str = "batch") -> Backbone:
+def smallcnn(
+    in_channels: int = 3,
+    pretrained: Pretrained = False,
+    *,
+    input_size: int = 32,
+    feature_dim: int = 256,
+    width: int = 32,
+    norm: str = "batch",
+) -> Backbone:
     body = SmallCNN(in_channels, feature_dim=feature_dim, width=width, norm=norm)
     _load_pretrained(body, "smallcnn", pretrained, default_file=None)
-    return Backbone(body, feature_dim=feature_dim, input_size=input_size, in_channels=in_channels,
-                    body_channels=in_channels, mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
+    return Backbone(
+        body,
+        feature_dim=feature_dim,
+        input_size=input_size,
+        in_channels=in_channels,
+        body_channels=in_channels,
+        mean=(0.5,) * in_channels,
+        std=(0.5,) * in_channels,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +284,15 @@ def _torchvision(name: str, in_channels: int, pretrained: Pretrained, input_size
     else:  # drop the last Linear; keep fc6, fc7 and their ReLU/dropout
         feature_dim = model.classifier[-1].in_features
         model.classifier = model.classifier[:-1]
-    return Backbone(model, feature_dim=feature_dim, input_size=input_size, in_channels=in_channels,
-                    body_channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Backbone(
+        model,
+        feature_dim=feature_dim,
+        input_size=input_size,
+        in_channels=in_channels,
+        body_channels=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
 
 
 @register_backbone("resnet18")
@@ -301,5 +347,12 @@ def efficientnet_lite0(in_channels: int = 3, pretrained: Pretrained = False, *, 
     _load_pretrained(net, "efficientnet_lite0", pretrained, default_file=efficientnet_lite0_weights_file)
     feature_dim = net._fc.in_features
     net._fc = nn.Identity()  # classifier unused: keep its 1.28 M parameters out of the optimiser
-    return Backbone(EfficientNetFeatures(net), feature_dim=feature_dim, input_size=input_size,
-                    in_channels=in_channels, body_channels=3, mean=LITE_MEAN, std=LITE_STD)
+    return Backbone(
+        EfficientNetFeatures(net),
+        feature_dim=feature_dim,
+        input_size=input_size,
+        in_channels=in_channels,
+        body_channels=3,
+        mean=LITE_MEAN,
+        std=LITE_STD,
+    )

@@ -51,7 +51,7 @@ def convert(source: str | os.PathLike, output: str | os.PathLike | None = None) 
     os.close(fd)
     try:
         torch.save(payload, tmp)
-        load_hasher(tmp)                # the result must load safely before it replaces anything
+        load_hasher(tmp)  # the result must load safely before it replaces anything
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):

@@ -44,10 +44,16 @@ class Hasher(nn.Module):
         super().__init__()
         if spec.input_size is not None and (not isinstance(spec.input_size, int) or spec.input_size < 1):
             raise ValueError(f"input_size: expected a positive integer or None, got {spec.input_size!r}")
-        self.spec = HasherSpec(spec.backbone, spec.in_channels, tuple(check_lengths(spec.lengths)),
-                               dict(spec.backbone_kwargs), spec.input_size)
-        self.backbone = build_backbone(spec.backbone, in_channels=spec.in_channels,
-                                       pretrained=pretrained, **spec.backbone_kwargs)
+        self.spec = HasherSpec(
+            spec.backbone,
+            spec.in_channels,
+            tuple(check_lengths(spec.lengths)),
+            dict(spec.backbone_kwargs),
+            spec.input_size,
+        )
+        self.backbone = build_backbone(
+            spec.backbone, in_channels=spec.in_channels, pretrained=pretrained, **spec.backbone_kwargs
+        )
         self.head = NestedHashHead(self.backbone.feature_dim, list(self.spec.lengths))
         self.register_buffer("mean", torch.tensor(self.backbone.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(self.backbone.std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -93,8 +99,9 @@ def to_codes(raw: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_loader(model: Hasher, loader, device: torch.device | str = "cpu",
-                  keep_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_loader(
+    model: Hasher, loader, device: torch.device | str = "cpu", keep_labels: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode every batch of a loader yielding `(images, labels, index)`: returns (codes int8, labels float).
 
     `keep_labels=False` returns None for the labels (callers that take compact labels from the
@@ -144,13 +151,16 @@ def load_hasher(path: str | os.PathLike, map_location: str | torch.device = "cpu
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"model file {path}: not an nhl model (expected format {MODEL_FORMAT!r})")
     spec, state = payload.get("spec"), payload.get("state_dict")
-    if not isinstance(spec, dict) or not isinstance(state, dict) \
-            or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(state, dict)
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
         raise ValueError(f"model file {path}: not an nhl model (expected a 'spec' dict and a 'state_dict' of tensors)")
     try:
         spec_dict = dict(spec)
         spec_dict["lengths"] = tuple(spec_dict["lengths"])
-        with torch.device("meta"):      # shapes only: a spec claiming a huge network allocates nothing
+        with torch.device("meta"):  # shapes only: a spec claiming a huge network allocates nothing
             model = Hasher(HasherSpec(**spec_dict))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"model file {path}: not an nhl model (bad spec: {_first_line(err)})") from None
@@ -158,16 +168,19 @@ def load_hasher(path: str | os.PathLike, map_location: str | torch.device = "cpu
     found = {key: (tuple(t.shape), t.dtype) for key, t in state.items()}
     if found != expected:
         key = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
-        raise ValueError(f"model file {path}: weights do not match its configuration (first difference: "
-                         f"{key[0]}: file {found.get(key[0])}, spec {expected.get(key[0])})")
-    model.load_state_dict(state, assign=True)     # the file's tensors become the weights
+        raise ValueError(
+            f"model file {path}: weights do not match its configuration (first difference: "
+            f"{key[0]}: file {found.get(key[0])}, spec {expected.get(key[0])})"
+        )
+    model.load_state_dict(state, assign=True)  # the file's tensors become the weights
     model.eval()
     extra = payload.get("extra", {})
     return model, dict(extra) if isinstance(extra, dict) else {}
 
 
-def safe_torch_load(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu",
-                    fix: str | None = None) -> Any:
+def safe_torch_load(
+    path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu", fix: str | None = None
+) -> Any:
     """`torch.load(path, weights_only=True)` with one-line errors: `what` names the file's role.
 
     A pickle that needs any other global (a class, a function such as `os.system`, a numpy
@@ -182,13 +195,16 @@ def safe_torch_load(path: str | os.PathLike, what: str, map_location: str | torc
         found = re.search(r"GLOBAL (\S+)", str(err))
         held = f"the Python object {found.group(1)}" if found else "pickled Python objects"
         fix = fix or f"if you trust the file, convert it with: python -m nhl.models.convert {path}"
-        raise ValueError(f"{what} {path}: refused, it holds {held} and loading it could run code "
-                         f"(an nhl file holds only tensors and plain values); {fix}") from None
-    except Exception as err:  # truncated or not a torch file
+        raise ValueError(
+            f"{what} {path}: refused, it holds {held} and loading it could run code "
+            f"(an nhl file holds only tensors and plain values); {fix}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - truncated or not a torch file: any reader error is the one-line refusal
         reason = _first_line(err).split(". ")[0]
         tail = f"; {fix}" if fix else ""
-        raise ValueError(f"{what} {path}: cannot be read as an nhl file "
-                         f"({type(err).__name__}: {reason}){tail}") from None
+        raise ValueError(
+            f"{what} {path}: cannot be read as an nhl file ({type(err).__name__}: {reason}){tail}"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -25,6 +25,15 @@ from nhl.registry.versions import (
 )
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "AuditTrail", "audit_trail", "get_version", "load_model_version", "model_name",
-    "nhl_model_names", "parse_model_spec", "registry_client", "state_sha256",
+    "CHALLENGER",
+    "CHAMPION",
+    "AuditTrail",
+    "audit_trail",
+    "get_version",
+    "load_model_version",
+    "model_name",
+    "nhl_model_names",
+    "parse_model_spec",
+    "registry_client",
+    "state_sha256",
 ]

@@ -40,9 +40,12 @@ def parse_model_spec(spec: str | os.PathLike) -> tuple[str | None, str] | None:
     return match.group("name"), match.group("alias") or match.group("version")
 
 
-def load_model_version(name: str | None, alias_or_version: str | int = CHAMPION,
-                       project_root: str | os.PathLike | None = None,
-                       map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
+def load_model_version(
+    name: str | None,
+    alias_or_version: str | int = CHAMPION,
+    project_root: str | os.PathLike | None = None,
+    map_location: str = "cpu",
+) -> tuple[Any, dict[str, Any]]:
     """(Hasher in eval mode, extra) of a registered version, by alias or number.
 
     `name` None means the one nhl registered model that has the alias. `extra` holds

@@ -21,7 +21,7 @@ from nhl.registry import versions as v
 from nhl.tracking.stale import STALE_TAG, mark_stale_runs
 
 LINKS = ("data", "validation", "training run", "metrics", "promotion")
-_TOL = 1e-9     # tags hold the exact values; allow for float noise only
+_TOL = 1e-9  # tags hold the exact values; allow for float noise only
 
 
 @dataclass
@@ -57,10 +57,12 @@ class AuditTrail:
         base = v.ui_base(self.uri)
         hint = "" if base != "http://127.0.0.1:5000" else " (start it with `nhl ui`)"
         aliases = ", ".join(self.aliases) or "none"
-        lines = [f"Audit trail of models:/{self.name}/{self.version} (aliases: {aliases})",
-                 f"store: {self.uri}",
-                 f"MLflow UI: {base}{hint}; version page {base}/{v.version_ui_path(self.name, self.version)}",
-                 ""]
+        lines = [
+            f"Audit trail of models:/{self.name}/{self.version} (aliases: {aliases})",
+            f"store: {self.uri}",
+            f"MLflow UI: {base}{hint}; version page {base}/{v.version_ui_path(self.name, self.version)}",
+            "",
+        ]
         for number, link in enumerate(self.links, 1):
             lines.append(f"{number}. {link.name:<13}{'ok' if link.ok else 'BROKEN: ' + str(link.problem)}")
             lines += [f"   {line}" for line in link.lines]
@@ -72,8 +74,9 @@ class AuditTrail:
         return "\n".join(lines) + "\n"
 
 
-def audit_trail(name: str | None = None, alias_or_version: str | int = v.CHAMPION,
-                project_root: str | os.PathLike | None = None) -> AuditTrail:
+def audit_trail(
+    name: str | None = None, alias_or_version: str | int = v.CHAMPION, project_root: str | os.PathLike | None = None
+) -> AuditTrail:
     """The trail of version `alias_or_version` (an alias or a number) of registered model `name`
     (None: the one nhl registered model that has the alias, or the only one for a number)."""
     client = v.registry_client(project_root)
@@ -82,18 +85,24 @@ def audit_trail(name: str | None = None, alias_or_version: str | int = v.CHAMPIO
         if ref.isdigit():
             names = v.nhl_model_names(client)
             if len(names) != 1:
-                raise ValueError(f"--version {ref}: name the registered model with --name "
-                                 f"(nhl models: {', '.join(names) or 'none'})")
+                raise ValueError(
+                    f"--version {ref}: name the registered model with --name (nhl models: {', '.join(names) or 'none'})"
+                )
             name = names[0]
         else:
             name = v.name_with_alias(client, ref)
     version = v.get_version(client, name, ref)
     run, experiment = _run(client, version.run_id)
     if run is not None and mark_stale_runs(client, [run.info.experiment_id], run.info.run_name):
-        run, experiment = _run(client, version.run_id)      # dead trainings of this model: KILLED, tagged why
+        run, experiment = _run(client, version.run_id)  # dead trainings of this model: KILLED, tagged why
     data = _data_link(version, run)
-    links = [data, _validation_link(client, version, run), _training_link(client, version, run, experiment),
-             _metrics_link(version, run), _promotion_link(version)]
+    links = [
+        data,
+        _validation_link(client, version, run),
+        _training_link(client, version, run, experiment),
+        _metrics_link(version, run),
+        _promotion_link(version),
+    ]
     return AuditTrail(name, int(version.version), sorted(version.aliases), client.tracking_uri, links)
 
 
@@ -112,9 +121,11 @@ def _run(client, run_id: str | None):
 def _data_link(version, run) -> Link:
     tags = version.tags
     content, protocol = tags.get(v.TAG_CONTENT_HASH), tags.get(v.TAG_PROTOCOL)
-    lines = [f"dataset {tags.get(v.TAG_DATASET)}, protocol {protocol}, split seed {tags.get(v.TAG_SEED)}",
-             f"manifest content hash {content}",
-             f"DVC md5 of data/splits: {tags.get(v.TAG_DVC_MD5) or 'not recorded (registered outside a DVC checkout)'}"]
+    lines = [
+        f"dataset {tags.get(v.TAG_DATASET)}, protocol {protocol}, split seed {tags.get(v.TAG_SEED)}",
+        f"manifest content hash {content}",
+        f"DVC md5 of data/splits: {tags.get(v.TAG_DVC_MD5) or 'not recorded (registered outside a DVC checkout)'}",
+    ]
     if not content or not protocol:
         return Link("data", False, lines, "the version has no data content hash / protocol tags")
     trained_on = run.data.params.get("data.content_hash") if run is not None else None
@@ -128,9 +139,11 @@ def _validation_link(client, version, run) -> Link:
     vid, success = tags.get(v.TAG_VALIDATION_ID), tags.get(v.TAG_VALIDATION_SUCCESS)
     on_hash, content = tags.get(v.TAG_VALIDATION_HASH), tags.get(v.TAG_CONTENT_HASH)
     verdict = "passed" if success == "true" else "FAILED" if success == "false" else "unknown"
-    lines = [f"{verdict}, {tags.get(v.TAG_VALIDATION_CHECKS, '?')} checks, on content hash {on_hash}"
-             + (" (the data above)" if on_hash and on_hash == content else ""),
-             f"result id {vid}"]
+    lines = [
+        f"{verdict}, {tags.get(v.TAG_VALIDATION_CHECKS, '?')} checks, on content hash {on_hash}"
+        + (" (the data above)" if on_hash and on_hash == content else ""),
+        f"result id {vid}",
+    ]
     if not vid:
         return Link("validation", False, lines, "the version has no validation result id")
     if success != "true":
@@ -155,12 +168,14 @@ def _training_link(client, version, run, experiment) -> Link:
     dirty = " (uncommitted changes)" if tags.get("nhl.git_dirty") == "true" else ""
     recomputed = v.params_hash(params)
     tagged = version.tags.get(v.TAG_PARAMS_HASH)
-    lines = [f"run {run.info.run_id} ({run.info.run_name}), {run.info.status}, experiment "
-             f"{experiment.name if experiment else '?'} (id {run.info.experiment_id})",
-             f"loss {params.get('loss')}, mode {params.get('mode')}, lengths {params.get('lengths')}, "
-             f"epochs {params.get('epochs')}, backbone {params.get('backbone')}",
-             f"git {commit}{dirty}; params hash {recomputed}",
-             f"UI: {base}/{v.run_ui_path(run.info.experiment_id, run.info.run_id)}"]
+    lines = [
+        f"run {run.info.run_id} ({run.info.run_name}), {run.info.status}, experiment "
+        f"{experiment.name if experiment else '?'} (id {run.info.experiment_id})",
+        f"loss {params.get('loss')}, mode {params.get('mode')}, lengths {params.get('lengths')}, "
+        f"epochs {params.get('epochs')}, backbone {params.get('backbone')}",
+        f"git {commit}{dirty}; params hash {recomputed}",
+        f"UI: {base}/{v.run_ui_path(run.info.experiment_id, run.info.run_id)}",
+    ]
     if tags.get(STALE_TAG):
         return Link("training run", False, lines, f"the run is {run.info.status}: {tags[STALE_TAG]}")
     if run.info.status != "FINISHED":
@@ -175,8 +190,11 @@ def _metrics_link(version, run) -> Link:
         return Link("metrics", False, [], "no training run to read metrics from")
     metrics = run.data.metrics
     lengths = v.run_lengths(run.data.params)
-    lines = [f"query vs database, mAP@{version.tags.get(v.TAG_TOPK, '?')}",
-             "| bits | mAP | P@100 | P@r<=2 |", "|---:|---:|---:|---:|"]
+    lines = [
+        f"query vs database, mAP@{version.tags.get(v.TAG_TOPK, '?')}",
+        "| bits | mAP | P@100 | P@r<=2 |",
+        "|---:|---:|---:|---:|",
+    ]
     missing, disagree = [], []
     for k in lengths:
         cells = [metrics.get(f"{name}_{k}") for name in v.METRIC_NAMES]
@@ -195,10 +213,12 @@ def _metrics_link(version, run) -> Link:
 def _promotion_link(version) -> Link:
     tags = version.tags
     decision = tags.get(v.TAG_DECISION)
-    lines = [f"decision {decision} at {tags.get(v.TAG_TIME)}, tolerance {tags.get(v.TAG_TOLERANCE)}, "
-             f"compared with {tags.get(v.TAG_COMPARED)}",
-             f"reason: {tags.get(v.TAG_REASON)}",
-             f"aliases now: {', '.join(sorted(version.aliases)) or 'none'}; report: promotion/promotion.md in the run"]
+    lines = [
+        f"decision {decision} at {tags.get(v.TAG_TIME)}, tolerance {tags.get(v.TAG_TOLERANCE)}, "
+        f"compared with {tags.get(v.TAG_COMPARED)}",
+        f"reason: {tags.get(v.TAG_REASON)}",
+        f"aliases now: {', '.join(sorted(version.aliases)) or 'none'}; report: promotion/promotion.md in the run",
+    ]
     if not decision:
         return Link("promotion", False, lines[-1:], "no promotion decision recorded on the version")
     return Link("promotion", True, lines)

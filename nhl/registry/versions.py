@@ -19,13 +19,14 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-KIND_TAG = "nhl.kind"          # on registered models created here, so lookups skip foreign ones
+KIND_TAG = "nhl.kind"  # on registered models created here, so lookups skip foreign ones
 KIND = "hasher"
-MODEL_ARTIFACT = "model"       # the name `ModelRun.log_model` gives the logged model
+MODEL_ARTIFACT = "model"  # the name `ModelRun.log_model` gives the logged model
 
 # Version tags (the per-length metrics are tagged under their run-metric names: map_16, p_at_100_16, ...)
 TAG_MODEL_ID = "nhl.model_id"
@@ -43,13 +44,13 @@ TAG_VALIDATION_SUCCESS = "nhl.validation.success"
 TAG_VALIDATION_HASH = "nhl.validation.content_hash"
 TAG_VALIDATION_CHECKS = "nhl.validation.checks"
 TAG_TOPK = "nhl.eval.topk"
-TAG_DECISION = "nhl.promotion.decision"        # champion / challenger (what the gate decided)
+TAG_DECISION = "nhl.promotion.decision"  # champion / challenger (what the gate decided)
 TAG_REASON = "nhl.promotion.reason"
 TAG_COMPARED = "nhl.promotion.compared_with"
 TAG_TIME = "nhl.promotion.time"
 TAG_TOLERANCE = "nhl.promotion.tolerance"
 METRIC_NAMES = ("map", "p_at_100", "p_at_r2")
-VALIDATION_ARTIFACT = "validation/result.json"   # copy of the gate's verdict in the training run
+VALIDATION_ARTIFACT = "validation/result.json"  # copy of the gate's verdict in the training run
 
 NAME_FIELDS = ("dataset", "loss", "variant", "protocol")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -80,8 +81,9 @@ def model_name(template: str, **fields: Any) -> str:
     try:
         name = template.format(**{key: str(value) for key, value in fields.items()})
     except KeyError as err:
-        raise ValueError(f"registry.name: unknown field {{{err.args[0]}}} in {template!r}; "
-                         f"known fields: {', '.join(NAME_FIELDS)}") from None
+        raise ValueError(
+            f"registry.name: unknown field {{{err.args[0]}}} in {template!r}; known fields: {', '.join(NAME_FIELDS)}"
+        ) from None
     except (IndexError, ValueError) as err:
         raise ValueError(f"registry.name: bad template {template!r} ({err})") from None
     if not _NAME.match(name):
@@ -110,13 +112,19 @@ def run_lengths(params: Mapping[str, str]) -> list[int]:
     """The code lengths of a training run, from its `lengths` param (`(8, 16)` or `[8, 16]`)."""
     found = [int(k) for k in re.findall(r"\d+", str(params.get("lengths", "")))]
     if not found:
-        raise ValueError(f"run params: expected a `lengths` param listing the code lengths, "
-                         f"got {params.get('lengths')!r}")
+        raise ValueError(
+            f"run params: expected a `lengths` param listing the code lengths, got {params.get('lengths')!r}"
+        )
     return found
 
 
-def version_tags(run, bits: Mapping[str, Mapping[str, float]], validation: Mapping[str, Any],
-                 topk: int | None = None, dvc_md5: str | None = None) -> dict[str, str]:
+def version_tags(
+    run,
+    bits: Mapping[str, Mapping[str, float]],
+    validation: Mapping[str, Any],
+    topk: int | None = None,
+    dvc_md5: str | None = None,
+) -> dict[str, str]:
     """The provenance tags of a new version (module doc) from its training run, its per-length
     metrics `{"16": {"map": .., ...}}`, the validation result and the evaluation's `topk`."""
     params, tags = run.data.params, run.data.tags
@@ -140,7 +148,7 @@ def version_tags(run, bits: Mapping[str, Mapping[str, float]], validation: Mappi
     for k, metrics in bits.items():
         for metric in METRIC_NAMES:
             if metric in metrics:
-                values[f"{metric}_{k}"] = repr(float(metrics[metric]))    # exact: the shortest round trip
+                values[f"{metric}_{k}"] = repr(float(metrics[metric]))  # exact: the shortest round trip
     return {key: str(value) for key, value in values.items() if value is not None}
 
 
@@ -162,17 +170,23 @@ def find_version(client, name: str, run_id: str):
     if not found:
         return None
     first = min(found, key=lambda v: int(v.version))
-    return client.get_model_version(name, first.version)     # search results may omit aliases
+    return client.get_model_version(name, first.version)  # search results may omit aliases
 
 
 def logged_model(client, run):
     """The model a training run logged (an MLflow 3 `LoggedModel`; its URI is `models:/<model id>`)."""
-    found = [m for m in client.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                                    filter_string=f"source_run_id = '{run.info.run_id}'")
-             if m.name == MODEL_ARTIFACT]
+    found = [
+        m
+        for m in client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+        if m.name == MODEL_ARTIFACT
+    ]
     if not found:
-        raise ValueError(f"MLflow run {run.info.run_id} has no logged model {MODEL_ARTIFACT!r} "
-                         f"(was it trained with tracking off, or did logging the model fail?)")
+        raise ValueError(
+            f"MLflow run {run.info.run_id} has no logged model {MODEL_ARTIFACT!r} "
+            f"(was it trained with tracking off, or did logging the model fail?)"
+        )
     return found[-1]
 
 
@@ -183,15 +197,17 @@ def register_version(client, name: str, run, tags: Mapping[str, str]):
     model = logged_model(client, run)
     if not _registered(client, name):
         try:
-            client.create_registered_model(name, tags={KIND_TAG: KIND},
-                                           description="nhl hashing models; aliases: champion, challenger")
-        except MlflowException as err:      # created meanwhile by a parallel promotion
+            client.create_registered_model(
+                name, tags={KIND_TAG: KIND}, description="nhl hashing models; aliases: champion, challenger"
+            )
+        except MlflowException as err:  # created meanwhile by a parallel promotion
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
     elif client.get_registered_model(name).tags.get(KIND_TAG) != KIND:
-        client.set_registered_model_tag(name, KIND_TAG, KIND)    # made by hand: mark it ours for lookups
-    return client.create_model_version(name, model.model_uri, run_id=run.info.run_id, tags=dict(tags),
-                                       model_id=model.model_id)
+        client.set_registered_model_tag(name, KIND_TAG, KIND)  # made by hand: mark it ours for lookups
+    return client.create_model_version(
+        name, model.model_uri, run_id=run.info.run_id, tags=dict(tags), model_id=model.model_id
+    )
 
 
 def alias_version(client, name: str, alias: str):
@@ -244,10 +260,13 @@ def name_with_alias(client, alias: str) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise ValueError(f"no registered nhl model has a {alias!r} version in {client.tracking_uri} "
-                         f"(run `nhl promote` first)")
-    raise ValueError(f"{len(names)} registered models have a {alias!r} version ({', '.join(names)}): "
-                     f"name one, e.g. `nhl audit --name {names[0]}` or `--model models:/{names[0]}@{alias}`")
+        raise ValueError(
+            f"no registered nhl model has a {alias!r} version in {client.tracking_uri} (run `nhl promote` first)"
+        )
+    raise ValueError(
+        f"{len(names)} registered models have a {alias!r} version ({', '.join(names)}): "
+        f"name one, e.g. `nhl audit --name {names[0]}` or `--model models:/{names[0]}@{alias}`"
+    )
 
 
 def ui_base(uri: str) -> str:

@@ -50,15 +50,17 @@ class Report:
     data: dict[str, Any]
     pr: dict[str, Any]
     history: dict[str, Any]
-    thumbs: dict[int, Any] = field(default_factory=dict)    # item id -> thumbnail, for the retrieval grids
+    thumbs: dict[int, Any] = field(default_factory=dict)  # item id -> thumbnail, for the retrieval grids
 
 
 def _common_topk(results: dict[str, Any]) -> int | None:
     present = [r for r in results.values() if r is not None]
     for result in present[1:]:
         if result.topk != present[0].topk:
-            raise ValueError(f"{result.path}: topk {result.topk} differs from {present[0].path} "
-                             f"({present[0].topk}); evaluate every model the same way")
+            raise ValueError(
+                f"{result.path}: topk {result.topk} differs from {present[0].path} "
+                f"({present[0].topk}); evaluate every model the same way"
+            )
     return present[0].topk if present else None
 
 
@@ -78,11 +80,17 @@ def header(manifest: str | os.PathLike | None, params: dict[str, Any] | None, to
     return head
 
 
-def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
-                 losses: list[str] | None = None, variants: list[str] | None = None,
-                 tolerance: float = 0.01, manifest: str | os.PathLike | None = None,
-                 benchmark: str | os.PathLike | None = None,
-                 params: dict[str, Any] | None = None, examples: Any = None) -> Report:
+def build_report(
+    metrics_dir: str | os.PathLike,
+    plots_dir: str | os.PathLike,
+    losses: list[str] | None = None,
+    variants: list[str] | None = None,
+    tolerance: float = 0.01,
+    manifest: str | os.PathLike | None = None,
+    benchmark: str | os.PathLike | None = None,
+    params: dict[str, Any] | None = None,
+    examples: Any = None,
+) -> Report:
     """Read and check every input and compute the report's data; writes nothing.
 
     `losses` x `variants` are the models expected (missing ones show as "—"); when either is
@@ -104,8 +112,9 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
         "schema_version": SCHEMA_VERSION,
         "header": header(manifest, params, topk),
         "metric_labels": metric_labels(topk),
-        "models": {f"{loss}-{v}": model_row(f"{loss}-{v}", v, results[f"{loss}-{v}"])
-                   for loss in losses for v in variants},
+        "models": {
+            f"{loss}-{v}": model_row(f"{loss}-{v}", v, results[f"{loss}-{v}"]) for loss in losses for v in variants
+        },
         "losses": sections,
         "chooser": chooser(sections, float(tolerance), read_benchmark(benchmark)),
         "health": zoo_health(sections),
@@ -116,8 +125,9 @@ def build_report(metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike,
     return Report(data=data, pr=pr, history=history, thumbs=examples.thumbs if examples is not None else {})
 
 
-def write_report(report: Report, out_dir: str | os.PathLike = "reports",
-                 map_csv: str | os.PathLike | None = "plots/map_vs_bits.csv") -> dict[str, Path]:
+def write_report(
+    report: Report, out_dir: str | os.PathLike = "reports", map_csv: str | os.PathLike | None = "plots/map_vs_bits.csv"
+) -> dict[str, Path]:
     """Draw the figures and write `comparison.md`, `comparison.json` and the mAP-vs-bits CSV.
 
     The figures are drawn into a temporary directory and every text is rendered before the
@@ -135,11 +145,17 @@ def write_report(report: Report, out_dir: str | os.PathLike = "reports",
             name = f"{loss}-retrieval.png"
             if draw_retrieval(tmp / name, loss, entry, report.thumbs):
                 report.data["figures"].setdefault(loss, {})["retrieval"] = f"{FIGURES_DIR}/{name}"
-        texts = {out_dir / MARKDOWN_NAME: render(report.data),
-                 out_dir / JSON_NAME: json.dumps(report.data, indent=1) + "\n"}
+        texts = {
+            out_dir / MARKDOWN_NAME: render(report.data),
+            out_dir / JSON_NAME: json.dumps(report.data, indent=1) + "\n",
+        }
         if map_csv is not None:
             texts[Path(map_csv)] = map_vs_bits_csv(report.data["losses"])
     for path, text in texts.items():
         atomic.write_text(path, text)
-    return {"markdown": out_dir / MARKDOWN_NAME, "json": out_dir / JSON_NAME,
-            "figures": out_dir / FIGURES_DIR, **({"map_csv": Path(map_csv)} if map_csv is not None else {})}
+    return {
+        "markdown": out_dir / MARKDOWN_NAME,
+        "json": out_dir / JSON_NAME,
+        "figures": out_dir / FIGURES_DIR,
+        **({"map_csv": Path(map_csv)} if map_csv is not None else {}),
+    }

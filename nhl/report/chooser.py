@@ -13,12 +13,12 @@ from typing import Any
 from nhl.report.inputs import BENCHMARK_COMMAND
 from nhl.report.tables import BASELINE, map_curves
 
-_EPS = 1e-12          # a length exactly at the tolerance counts as within it
+_EPS = 1e-12  # a length exactly at the tolerance counts as within it
 
 
 def storage_mb_per_million(bits: int) -> float:
     """Megabytes (10^6 bytes) that one million `bits`-bit codes take: bits / 8 bytes each."""
-    return bits / 8           # bits / 8 bytes per item x 10^6 items / 10^6 bytes per MB
+    return bits / 8  # bits / 8 bytes per item x 10^6 items / 10^6 bytes per MB
 
 
 def choose_length(curve: dict[int, float], tolerance: float) -> tuple[int, int]:
@@ -31,7 +31,7 @@ def choose_length(curve: dict[int, float], tolerance: float) -> tuple[int, int]:
         raise ValueError("chooser: the mAP curve is empty")
     if tolerance < 0:
         raise ValueError(f"chooser: tolerance must be >= 0, got {tolerance}")
-    best = max(sorted(curve), key=lambda k: curve[k])   # max keeps the first (shortest) of ties
+    best = max(sorted(curve), key=lambda k: curve[k])  # max keeps the first (shortest) of ties
     chosen = min(k for k, value in curve.items() if value >= curve[best] - tolerance - _EPS)
     return best, chosen
 
@@ -55,32 +55,56 @@ def best_variant(section: dict[str, Any]) -> str | None:
     return max(scored, key=lambda item: item[0])[1] if scored else None
 
 
-def curve_choice(curve: dict[int, float], lengths: list[int], tolerance: float,
-                 benchmark: dict[str, Any] | None) -> dict[str, Any]:
+def curve_choice(
+    curve: dict[int, float], lengths: list[int], tolerance: float, benchmark: dict[str, Any] | None
+) -> dict[str, Any]:
     """The chooser's numbers for one model (or the baselines' curve): per length and the choice."""
     best, chosen = choose_length(curve, tolerance)
-    rows = [{"bits": bits, "map": value, "gap_points": 100.0 * (curve[best] - value),
-             "within_tolerance": value >= curve[best] - tolerance - _EPS,
-             "storage_mb_per_million": storage_mb_per_million(bits), "search": search_at(benchmark, bits)}
-            for bits, value in sorted(curve.items())]
-    return {"best_bits": best, "best_map": curve[best], "chosen_bits": chosen, "chosen_map": curve[chosen],
-            "storage_mb_per_million": storage_mb_per_million(chosen), "search": search_at(benchmark, chosen),
-            "lengths_missing": [k for k in lengths if k not in curve], "rows": rows}
+    rows = [
+        {
+            "bits": bits,
+            "map": value,
+            "gap_points": 100.0 * (curve[best] - value),
+            "within_tolerance": value >= curve[best] - tolerance - _EPS,
+            "storage_mb_per_million": storage_mb_per_million(bits),
+            "search": search_at(benchmark, bits),
+        }
+        for bits, value in sorted(curve.items())
+    ]
+    return {
+        "best_bits": best,
+        "best_map": curve[best],
+        "chosen_bits": chosen,
+        "chosen_map": curve[chosen],
+        "storage_mb_per_million": storage_mb_per_million(chosen),
+        "search": search_at(benchmark, chosen),
+        "lengths_missing": [k for k in lengths if k not in curve],
+        "rows": rows,
+    }
 
 
-def chooser(losses: dict[str, dict[str, Any]], tolerance: float,
-            benchmark: dict[str, Any] | None) -> dict[str, Any]:
+def chooser(losses: dict[str, dict[str, Any]], tolerance: float, benchmark: dict[str, Any] | None) -> dict[str, Any]:
     """The chooser for every loss: each nested variant and the baselines' curve, and the best variant."""
     out: dict[str, Any] = {
         "tolerance": tolerance,
-        "benchmark": ({"measured": True, "path": benchmark.get("path"), "machine": benchmark.get("machine"),
-                       "date": benchmark.get("date")} if benchmark is not None
-                      else {"measured": False, "command": BENCHMARK_COMMAND}),
+        "benchmark": (
+            {
+                "measured": True,
+                "path": benchmark.get("path"),
+                "machine": benchmark.get("machine"),
+                "date": benchmark.get("date"),
+            }
+            if benchmark is not None
+            else {"measured": False, "command": BENCHMARK_COMMAND}
+        ),
         "losses": {},
     }
     for loss, section in losses.items():
         curves = map_curves(section)
-        choices = {name: curve_choice(curves[name], section["lengths"], tolerance, benchmark)
-                   for name in [*section["variants"], BASELINE] if name in curves}
+        choices = {
+            name: curve_choice(curves[name], section["lengths"], tolerance, benchmark)
+            for name in [*section["variants"], BASELINE]
+            if name in curves
+        }
         out["losses"][loss] = {"best_variant": best_variant(section), "curves": choices}
     return out

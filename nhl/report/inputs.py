@@ -98,13 +98,21 @@ def read_metrics(path: str | os.PathLike) -> ModelResult:
     if not isinstance(lengths, list) or any(isinstance(k, bool) or not isinstance(k, int) for k in lengths):
         raise ValueError(f"{path}: 'lengths' must be a list of code lengths, got {lengths!r}")
     return ModelResult(
-        model_id=record["model_id"], loss=loss, variant=str(variant), mode=record["mode"],
-        lengths=tuple(lengths), bits=dict(sorted(bits.items())),
+        model_id=record["model_id"],
+        loss=loss,
+        variant=str(variant),
+        mode=record["mode"],
+        lengths=tuple(lengths),
+        bits=dict(sorted(bits.items())),
         train_seconds=_number(record["train_seconds"], f"{path}: train_seconds", optional=True),
         peak_memory_mb=_number(record["peak_memory_mb"], f"{path}: peak_memory_mb", optional=True),
-        epochs=record.get("epochs"), best_epoch=record.get("best_epoch"),
+        epochs=record.get("epochs"),
+        best_epoch=record.get("best_epoch"),
         seconds_per_epoch=_number(record.get("seconds_per_epoch"), f"{path}: seconds_per_epoch", optional=True),
-        mlflow_run_id=record.get("mlflow_run_id"), topk=record.get("topk"), path=str(path))
+        mlflow_run_id=record.get("mlflow_run_id"),
+        topk=record.get("topk"),
+        path=str(path),
+    )
 
 
 def discover(metrics_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -119,16 +127,20 @@ def discover(metrics_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not found:
         raise FileNotFoundError(f"metrics directory {metrics_dir}: no metrics files (*.json) found")
     losses = sorted({r.loss for r in found})
-    baselines = sorted({r.variant for r in found if r.is_baseline}, key=lambda v: min(
-        k for r in found if r.variant == v for k in r.bits))
+    baselines = sorted(
+        {r.variant for r in found if r.is_baseline},
+        key=lambda v: min(k for r in found if r.variant == v for k in r.bits),
+    )
     known = list(NESTED_VARIANTS)
-    nested = sorted({r.variant for r in found if not r.is_baseline},
-                    key=lambda v: (known.index(v) if v in known else len(known), v))
+    nested = sorted(
+        {r.variant for r in found if not r.is_baseline}, key=lambda v: (known.index(v) if v in known else len(known), v)
+    )
     return losses, baselines + nested
 
 
-def load_results(metrics_dir: str | os.PathLike, losses: list[str],
-                 variants: list[str]) -> dict[str, ModelResult | None]:
+def load_results(
+    metrics_dir: str | os.PathLike, losses: list[str], variants: list[str]
+) -> dict[str, ModelResult | None]:
     """`{model_id: result or None when its file is absent}` for every loss x variant, in order."""
     results: dict[str, ModelResult | None] = {}
     for loss in losses:
@@ -137,8 +149,9 @@ def load_results(metrics_dir: str | os.PathLike, losses: list[str],
             path = Path(metrics_dir) / f"{model_id}.json"
             result = read_metrics(path) if path.is_file() else None
             if result is not None and (result.loss, result.variant) != (loss, variant):
-                raise ValueError(f"{path}: holds loss {result.loss!r} variant {result.variant!r}, "
-                                 f"expected {loss!r} {variant!r}")
+                raise ValueError(
+                    f"{path}: holds loss {result.loss!r} variant {result.variant!r}, expected {loss!r} {variant!r}"
+                )
             results[model_id] = result
     return results
 

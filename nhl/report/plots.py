@@ -51,8 +51,12 @@ def map_vs_bits(path: Path, loss: str, section: dict[str, Any], label: str) -> b
     for name in [BASELINE, *section["variants"]]:
         if name in curves:
             xs = sorted(curves[name])
-            ax.plot(xs, [curves[name][k] for k in xs], label=_BASE_LABEL if name == BASELINE else name,
-                    **_style(section["variants"], name))
+            ax.plot(
+                xs,
+                [curves[name][k] for k in xs],
+                label=_BASE_LABEL if name == BASELINE else name,
+                **_style(section["variants"], name),
+            )
     bits_axis(ax, section["lengths"])
     ax.set_ylabel(label)
     ax.set_title(f"{loss}: {label} vs code length")
@@ -75,8 +79,15 @@ def train_time(path: Path, loss: str, section: dict[str, Any]) -> bool:
     for i, row in enumerate(present):
         shade = 0.25 + 0.5 * i / max(len(present) - 1, 1)
         ax.bar(0, row["train_seconds"], bottom=bottom, color=str(shade), edgecolor="white", width=0.6)
-        ax.text(0, bottom + row["train_seconds"] / 2, f"{row['lengths'][0]} bits", ha="center", va="center",
-                fontsize="x-small", color="white" if shade < 0.5 else "black")
+        ax.text(
+            0,
+            bottom + row["train_seconds"] / 2,
+            f"{row['lengths'][0]} bits",
+            ha="center",
+            va="center",
+            fontsize="x-small",
+            color="white" if shade < 0.5 else "black",
+        )
         bottom += row["train_seconds"]
     total = cost["baseline_total"]
     names = [f"baselines\n({total['present']} of {total['expected']}, summed)"]
@@ -87,8 +98,14 @@ def train_time(path: Path, loss: str, section: dict[str, Any]) -> bool:
             continue
         ax.bar(i, row["train_seconds"], color=_style(section["variants"], row["variant"])["color"], width=0.6)
         note = f"{row['speedup']:.1f}× faster" if row["speedup"] is not None else ""
-        ax.text(i, row["train_seconds"], f"{row['train_seconds']:.0f} s\n{note}".strip(), ha="center",
-                va="bottom", fontsize="small")
+        ax.text(
+            i,
+            row["train_seconds"],
+            f"{row['train_seconds']:.0f} s\n{note}".strip(),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
     if present:
         ax.text(0, bottom, f"{bottom:.0f} s", ha="center", va="bottom", fontsize="small")
     ax.set_xticks(range(len(names)), names, fontsize="small")
@@ -100,8 +117,9 @@ def train_time(path: Path, loss: str, section: dict[str, Any]) -> bool:
     return True
 
 
-def pr_curves(path: Path, loss: str, section: dict[str, Any],
-              pr: dict[str, dict[int, list[tuple[int, float, float]]] | None]) -> bool:
+def pr_curves(
+    path: Path, loss: str, section: dict[str, Any], pr: dict[str, dict[int, list[tuple[int, float, float]]] | None]
+) -> bool:
     """One panel per length with PR files: the baseline of that length and each nested variant."""
     panels: dict[int, list[tuple[str, list[tuple[int, float, float]]]]] = {}
     for bits_key, variant in section["baselines"].items():
@@ -119,8 +137,12 @@ def pr_curves(path: Path, loss: str, section: dict[str, Any],
     for ax, bits in zip(axes, sorted(panels), strict=True):
         for name, curve in panels[bits]:
             style = _style(section["variants"], name) | {"markersize": 4}
-            ax.plot([c[2] for c in curve], [c[1] for c in curve],
-                    label=f"baseline-{bits}" if name == BASELINE else name, **style)
+            ax.plot(
+                [c[2] for c in curve],
+                [c[1] for c in curve],
+                label=f"baseline-{bits}" if name == BASELINE else name,
+                **style,
+            )
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_xlim(0, 1.02)
@@ -132,8 +154,9 @@ def pr_curves(path: Path, loss: str, section: dict[str, Any],
     return True
 
 
-def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
-                     history: dict[str, list[dict[str, Any]] | None]) -> bool:
+def adaptive_weights(
+    path: Path, loss: str, section: dict[str, Any], history: dict[str, list[dict[str, Any]] | None]
+) -> bool:
     """Mean adaptive weight of each length per epoch, one panel per variant that recorded weights."""
     panels = []
     for variant in section["variants"]:
@@ -153,8 +176,13 @@ def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
         for i in range(n):
             points = [(row["epoch"], row[f"weight_{i}"]) for row in rows if f"weight_{i}" in row]
             name = f"{lengths[i]} bits" if i < len(lengths) else f"length {i}"
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)],
-                    color=f"C{i % 10}", label=name)
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker=_MARKERS[i % len(_MARKERS)],
+                color=f"C{i % 10}",
+                label=name,
+            )
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -166,11 +194,17 @@ def adaptive_weights(path: Path, loss: str, section: dict[str, Any],
     return True
 
 
-FIGURES: dict[str, Callable[..., bool]] = {"map_vs_bits": map_vs_bits, "train_time": train_time, "pr": pr_curves, "weights": adaptive_weights}
+FIGURES: dict[str, Callable[..., bool]] = {
+    "map_vs_bits": map_vs_bits,
+    "train_time": train_time,
+    "pr": pr_curves,
+    "weights": adaptive_weights,
+}
 
 
-def render_figures(out_dir: str | Path, data: dict[str, Any], pr: dict[str, Any],
-                   history: dict[str, Any], prefix: str = "figures") -> dict[str, dict[str, str]]:
+def render_figures(
+    out_dir: str | Path, data: dict[str, Any], pr: dict[str, Any], history: dict[str, Any], prefix: str = "figures"
+) -> dict[str, dict[str, str]]:
     """Write every figure into `out_dir`; returns `{loss: {figure: "<prefix>/<loss>-<figure>.png"}}`."""
     out_dir = Path(out_dir)
     written: dict[str, dict[str, str]] = {}

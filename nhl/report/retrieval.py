@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-TILE = 32                                 # thumbnail side in the figure (pixels)
+TILE = 32  # thumbnail side in the figure (pixels)
 _RELEVANT = (42, 157, 58)
 _IRRELEVANT = (214, 40, 40)
 _UNKNOWN = (170, 170, 170)
@@ -51,7 +51,7 @@ def _encode(model: Any, dataset: Any, rows: Sequence[int] | None = None) -> np.n
     from nhl.codes import Codes, encode_batches
 
     rows = range(len(dataset)) if rows is None else rows
-    batches = (torch.stack([dataset[i][0] for i in list(rows)[s:s + 256]]) for s in range(0, len(rows), 256))
+    batches = (torch.stack([dataset[i][0] for i in list(rows)[s : s + 256]]) for s in range(0, len(rows), 256))
     packed = encode_batches(model, batches)
     return Codes(packed, np.arange(len(packed)), int(model.lengths[-1]), {}).codes()
 
@@ -66,9 +66,16 @@ def _model_rows(loss: str, nested: str, variants: Sequence[str], lengths: Sequen
     return rows
 
 
-def collect_examples(models_dir: str | os.PathLike, manifest: str | os.PathLike, losses: Sequence[str],
-                     variants: Sequence[str], nested: str = "nhl-full", queries: int = 3, seed: int = 0,
-                     topk: int = 10) -> Examples:
+def collect_examples(
+    models_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    losses: Sequence[str],
+    variants: Sequence[str],
+    nested: str = "nhl-full",
+    queries: int = 3,
+    seed: int = 0,
+    topk: int = 10,
+) -> Examples:
     """Top-`topk` hits of `queries` seeded query items for each loss's nested model and baselines.
 
     A model file that does not exist is reported as missing (its rows are left out); the nested
@@ -104,9 +111,15 @@ def collect_examples(models_dir: str | os.PathLike, manifest: str | os.PathLike,
         if chosen is None:
             chosen = pick_queries(query_set.item_ids, queries, seed)
         q_labels_all = query_set.labels.numpy()
-        entry: dict[str, Any] = {"lengths": lengths, "rows": [], "missing": [], "queries": [
-            {"id": i, "labels": [int(c) for c in np.flatnonzero(q_labels_all[_row_of(query_set, i)])]}
-            for i in chosen]}
+        entry: dict[str, Any] = {
+            "lengths": lengths,
+            "rows": [],
+            "missing": [],
+            "queries": [
+                {"id": i, "labels": [int(c) for c in np.flatnonzero(q_labels_all[_row_of(query_set, i)])]}
+                for i in chosen
+            ],
+        }
         loaded = {path.stem: nested_model}
         db_codes: dict[str, np.ndarray] = {}
         for model_id, bits in _model_rows(loss, nested, variants, lengths):
@@ -119,7 +132,7 @@ def collect_examples(models_dir: str | os.PathLike, manifest: str | os.PathLike,
             model = loaded[model_id]
             query_set, db_set = split("query", model.spec.in_channels), split("database", model.spec.in_channels)
             q_rows = [_row_of(query_set, i) for i in chosen]
-            if model_id not in db_codes:                  # the database once per model
+            if model_id not in db_codes:  # the database once per model
                 db_codes[model_id] = _encode(model, db_set)
             if bits > db_codes[model_id].shape[1]:
                 entry["missing"].append(f"{model_id} at {bits} bits")
@@ -129,9 +142,15 @@ def collect_examples(models_dir: str | os.PathLike, manifest: str | os.PathLike,
             distances, found = index.search(np.ascontiguousarray(q_codes[:, :bits]), min(topk, len(db_set)))
             q_labels, db_labels = query_set.labels.numpy()[q_rows], db_set.labels.numpy()
             for qi, item in enumerate(chosen):
-                hits = [{"id": int(db_set.item_ids[r]), "distance": int(d),
-                         "relevant": bool(float(q_labels[qi] @ db_labels[r]) > 0)}
-                        for r, d in zip(found[qi], distances[qi]) if r >= 0]
+                hits = [
+                    {
+                        "id": int(db_set.item_ids[r]),
+                        "distance": int(d),
+                        "relevant": bool(float(q_labels[qi] @ db_labels[r]) > 0),
+                    }
+                    for r, d in zip(found[qi], distances[qi], strict=True)
+                    if r >= 0
+                ]
                 entry["rows"].append({"query": item, "model_id": model_id, "bits": bits, "hits": hits})
                 for r in found[qi]:
                     if r >= 0 and int(db_set.item_ids[r]) not in thumbs:
@@ -177,7 +196,7 @@ def draw_retrieval(path: Path, loss: str, entry: dict[str, Any], thumbs: dict[in
     topk = max(len(r["hits"]) for r in rows)
     cell, gap, label_px = TILE + 6, 4, 170
     order = [(q["id"], [r for r in rows if r["query"] == q["id"]]) for q in entry["queries"]]
-    n_rows = sum(len(block) for _, block in order) + len(order) - 1       # a spacer row between blocks
+    n_rows = sum(len(block) for _, block in order) + len(order) - 1  # a spacer row between blocks
     width = label_px + (topk + 1) * (cell + gap) + gap
     height = n_rows * (cell + gap) + gap
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
@@ -186,16 +205,21 @@ def draw_retrieval(path: Path, loss: str, entry: dict[str, Any], thumbs: dict[in
         for ri, row in enumerate(block):
             x = label_px
             if ri == 0:
-                canvas[y:y + cell, x:x + cell] = _framed(thumbs[query], (40, 40, 40), False)
+                canvas[y : y + cell, x : x + cell] = _framed(thumbs[query], (40, 40, 40), False)
             x += cell + 2 * gap
             for hit in row["hits"]:
                 colour = _UNKNOWN if hit.get("relevant") is None else (_RELEVANT if hit["relevant"] else _IRRELEVANT)
-                canvas[y:y + cell, x:x + cell] = _framed(thumbs[hit["id"]], colour, hit.get("relevant") is False)
+                canvas[y : y + cell, x : x + cell] = _framed(thumbs[hit["id"]], colour, hit.get("relevant") is False)
                 x += cell + gap
-            name = row["model_id"][len(loss) + 1:]
+            name = row["model_id"][len(loss) + 1 :]
             good = sum(bool(h.get("relevant")) for h in row["hits"])
-            labels.append((y + cell / 2, f"{name} @ {row['bits']} bits ({good}/{len(row['hits'])})",
-                           f"query {query}" if ri == 0 else None))
+            labels.append(
+                (
+                    y + cell / 2,
+                    f"{name} @ {row['bits']} bits ({good}/{len(row['hits'])})",
+                    f"query {query}" if ri == 0 else None,
+                )
+            )
             y += cell + gap
         y += cell + gap if qi < len(order) - 1 else 0
     scale = 2
@@ -207,7 +231,8 @@ def draw_retrieval(path: Path, loss: str, entry: dict[str, Any], thumbs: dict[in
         ax.text(label_px - 8, yc, text, ha="right", va="center", fontsize=7)
         if query_label:
             ax.text(label_px + cell / 2, yc - cell / 2 - 1, query_label, ha="center", va="bottom", fontsize=6)
-    ax.set_title(f"{loss}: top-{topk} retrieved per code length (green: relevant, dashed red: not relevant)",
-                 fontsize=9)
+    ax.set_title(
+        f"{loss}: top-{topk} retrieved per code length (green: relevant, dashed red: not relevant)", fontsize=9
+    )
     fig.savefig(path)
     return True

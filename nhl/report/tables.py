@@ -36,8 +36,9 @@ def _at(result: ModelResult | None, bits: int, metric: str) -> float | None:
     return result.bits[bits][metric]
 
 
-def split_variants(variants: list[str], loss: str,
-                   results: dict[str, ModelResult | None]) -> tuple[dict[int, str], list[str]]:
+def split_variants(
+    variants: list[str], loss: str, results: dict[str, ModelResult | None]
+) -> tuple[dict[int, str], list[str]]:
     """({bits: baseline variant}, [nested variants]) among the configured `variants`.
 
     A baseline is told by its file's mode, or, when its file is missing, by the name
@@ -52,15 +53,16 @@ def split_variants(variants: list[str], loss: str,
                 baselines[min(result.bits)] = variant
             else:
                 nested.append(variant)
-        elif variant.startswith(f"{BASELINE}-") and variant[len(BASELINE) + 1:].isdigit():
-            baselines[int(variant[len(BASELINE) + 1:])] = variant
+        elif variant.startswith(f"{BASELINE}-") and variant[len(BASELINE) + 1 :].isdigit():
+            baselines[int(variant[len(BASELINE) + 1 :])] = variant
         else:
             nested.append(variant)
     return dict(sorted(baselines.items())), nested
 
 
-def loss_lengths(baselines: dict[int, str], nested: list[str], loss: str,
-                 results: dict[str, ModelResult | None]) -> list[int]:
+def loss_lengths(
+    baselines: dict[int, str], nested: list[str], loss: str, results: dict[str, ModelResult | None]
+) -> list[int]:
     """Every code length a loss's models cover (baselines' lengths and nested models' lengths)."""
     lengths = set(baselines)
     for variant in nested:
@@ -74,15 +76,30 @@ def model_row(model_id: str, variant: str, result: ModelResult | None) -> dict[s
     """One model's cost and provenance (the numbers are None when its metrics file is missing)."""
     if result is None:
         return {"model_id": model_id, "variant": variant, "present": False}
-    return {"model_id": model_id, "variant": variant, "present": True, "mode": result.mode,
-            "lengths": list(result.lengths), "train_seconds": result.train_seconds,
-            "peak_memory_mb": result.peak_memory_mb, "epochs": result.epochs,
-            "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
-            "mlflow_run_id": result.mlflow_run_id, "metrics_file": result.path}
+    return {
+        "model_id": model_id,
+        "variant": variant,
+        "present": True,
+        "mode": result.mode,
+        "lengths": list(result.lengths),
+        "train_seconds": result.train_seconds,
+        "peak_memory_mb": result.peak_memory_mb,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "mlflow_run_id": result.mlflow_run_id,
+        "metrics_file": result.path,
+    }
 
 
-def quality_table(loss: str, lengths: list[int], baselines: dict[int, str], nested: list[str],
-                  results: dict[str, ModelResult | None], metric: str) -> dict[str, Any]:
+def quality_table(
+    loss: str,
+    lengths: list[int],
+    baselines: dict[int, str],
+    nested: list[str],
+    results: dict[str, ModelResult | None],
+    metric: str,
+) -> dict[str, Any]:
     """Rows per length: the baseline of that length, each nested variant and its difference.
 
     `mean_diff_points[v]` averages the differences over the lengths where both exist.
@@ -102,8 +119,9 @@ def quality_table(loss: str, lengths: list[int], baselines: dict[int, str], nest
     return {"rows": rows, "mean_diff_points": {v: _mean(d) for v, d in diffs.items()}}
 
 
-def cost_table(loss: str, baselines: dict[int, str], nested: list[str],
-               results: dict[str, ModelResult | None]) -> dict[str, Any]:
+def cost_table(
+    loss: str, baselines: dict[int, str], nested: list[str], results: dict[str, ModelResult | None]
+) -> dict[str, Any]:
     """Training seconds and peak memory: each baseline, their sum, each nested model and its speed-up.
 
     A nested model's speed-up is the sum of the baselines of its own lengths divided by its
@@ -112,18 +130,25 @@ def cost_table(loss: str, baselines: dict[int, str], nested: list[str],
     base_rows = {bits: model_row(f"{loss}-{v}", v, results.get(f"{loss}-{v}")) for bits, v in baselines.items()}
     times = [r["train_seconds"] for r in base_rows.values() if r["present"] and r["train_seconds"] is not None]
     memory = [r["peak_memory_mb"] for r in base_rows.values() if r["present"] and r["peak_memory_mb"] is not None]
-    summary = {"models": [r["model_id"] for r in base_rows.values()], "expected": len(base_rows),
-               "present": len(times), "train_seconds_sum": sum(times) if times else None,
-               "complete": bool(base_rows) and len(times) == len(base_rows),
-               "peak_memory_mb_max": max(memory) if memory else None}
+    summary = {
+        "models": [r["model_id"] for r in base_rows.values()],
+        "expected": len(base_rows),
+        "present": len(times),
+        "train_seconds_sum": sum(times) if times else None,
+        "complete": bool(base_rows) and len(times) == len(base_rows),
+        "peak_memory_mb_max": max(memory) if memory else None,
+    }
     variants = {}
     for variant in nested:
         row = model_row(f"{loss}-{variant}", variant, results.get(f"{loss}-{variant}"))
         row["speedup"], row["speedup_note"] = None, None
         if row["present"]:
             needed = [base_rows.get(k) for k in row["lengths"]]
-            missing = [k for k, r in zip(row["lengths"], needed, strict=True)
-                       if r is None or not r["present"] or r["train_seconds"] is None]
+            missing = [
+                k
+                for k, r in zip(row["lengths"], needed, strict=True)
+                if r is None or not r["present"] or r["train_seconds"] is None
+            ]
             if missing:
                 row["speedup_note"] = "no baseline time at " + ", ".join(str(k) for k in missing) + " bits"
             elif not row["train_seconds"]:

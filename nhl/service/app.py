@@ -34,14 +34,27 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("nhl_serve_requests", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("nhl_serve_request_seconds", "Request latency by route", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.search = Histogram("nhl_serve_search_seconds", "Index search time by code length", ["bits"],
-                                buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.reloads = Counter("nhl_serve_reloads", "Model swaps after the alias moved",
-                               registry=self.registry)
+        self.requests = Counter(
+            "nhl_serve_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nhl_serve_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.search = Histogram(
+            "nhl_serve_search_seconds",
+            "Index search time by code length",
+            ["bits"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.reloads = Counter("nhl_serve_reloads", "Model swaps after the alias moved", registry=self.registry)
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -101,19 +114,28 @@ def create_app(engine: Engine, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
     @app.get("/health")
     def health() -> dict[str, Any]:
         snap = engine.snapshot
-        return {"status": "ok", **snap.describe(), "spec": engine.source.spec, "reloads": engine.reloads,
-                "last_reload_error": engine.last_error}
+        return {
+            "status": "ok",
+            **snap.describe(),
+            "spec": engine.source.spec,
+            "reloads": engine.reloads,
+            "last_reload_error": engine.last_error,
+        }
 
     @app.get("/items")
     def items(limit: Annotated[int, Query(ge=1, le=100_000)] = 200) -> dict[str, Any]:
         snap = engine.snapshot
         split = snap.queries if snap.queries is not None else snap.database
-        return {"split": "query" if snap.queries is not None else "database",
-                "ids": [int(i) for i in split.codes.ids[:limit]], "uploads": snap.image_shape is not None}
+        return {
+            "split": "query" if snap.queries is not None else "database",
+            "ids": [int(i) for i in split.codes.ids[:limit]],
+            "uploads": snap.image_shape is not None,
+        }
 
     @app.get("/search")
-    def search_item(item: Annotated[int, Query()], bits: Annotated[int | None, Query()] = None,
-                    k: Annotated[int, Query()] = 10) -> dict[str, Any]:
+    def search_item(
+        item: Annotated[int, Query()], bits: Annotated[int | None, Query()] = None, k: Annotated[int, Query()] = 10
+    ) -> dict[str, Any]:
         snap = engine.snapshot
         snap.check(snap.lengths[-1] if bits is None else bits, k)
         code, labels, split = snap.item(item)
@@ -123,8 +145,9 @@ def create_app(engine: Engine, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
         return answer(snap, code, labels, bits, k, query)
 
     @app.post("/search")
-    def search_upload(file: Annotated[UploadFile, File()], bits: Annotated[int | None, Form()] = None,
-                      k: Annotated[int, Form()] = 10) -> dict[str, Any]:
+    def search_upload(
+        file: Annotated[UploadFile, File()], bits: Annotated[int | None, Form()] = None, k: Annotated[int, Form()] = 10
+    ) -> dict[str, Any]:
         snap = engine.snapshot
         snap.check(snap.lengths[-1] if bits is None else bits, k)
         data = file.file.read(max_bytes + 1)
@@ -145,8 +168,7 @@ def create_app(engine: Engine, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
             if row is not None:
                 buf = io.BytesIO()
                 Image.fromarray(split.image(row)).save(buf, format="PNG")
-                return Response(buf.getvalue(), media_type="image/png",
-                                headers={"Cache-Control": "max-age=3600"})
+                return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
         raise RequestError(404, f"item_id: no image for item {item_id}")
 
     @app.post("/reload")

@@ -42,9 +42,9 @@ class Source:
     """What the service serves (fixed for its lifetime; the model behind `spec` may move)."""
 
     spec: str
-    manifest: Path | None = None      # split manifest: database and query items, labels, thumbnails
-    codes: Path | None = None         # a database codes file instead of encoding the manifest's database
-    images: Path | None = None        # raw directory / image root (default: as recorded in the manifest)
+    manifest: Path | None = None  # split manifest: database and query items, labels, thumbnails
+    codes: Path | None = None  # a database codes file instead of encoding the manifest's database
+    images: Path | None = None  # raw directory / image root (default: as recorded in the manifest)
     cache_dir: Path = Path(".cache/serve")
 
 
@@ -69,7 +69,7 @@ class Split:
 
     codes: Codes
     table: ItemTable
-    images: Any = None                # a ManifestDataset, or None (codes-file database)
+    images: Any = None  # a ManifestDataset, or None (codes-file database)
 
     def image(self, row: int) -> np.ndarray:
         """uint8 pixels [H, W] or [H, W, 3] of the item at `row`."""
@@ -88,7 +88,7 @@ class Snapshot:
     database: Split
     queries: Split | None
     indexes: dict[int, HashIndex]
-    image_shape: tuple[int, int, int] | None    # [C, H, W] uploads are resized to; None: no uploads
+    image_shape: tuple[int, int, int] | None  # [C, H, W] uploads are resized to; None: no uploads
     build_seconds: float
     built_at: float = field(default_factory=time.time)
 
@@ -126,7 +126,7 @@ class Snapshot:
         seconds = time.perf_counter() - start
         db = self.database.codes
         results = []
-        for rank, (row, dist) in enumerate(zip(rows[0], distances[0]), 1):
+        for rank, (row, dist) in enumerate(zip(rows[0], distances[0], strict=True), 1):
             if row < 0:
                 break
             hit: dict[str, Any] = {"rank": rank, "id": int(db.ids[row]), "distance": int(dist)}
@@ -137,23 +137,37 @@ class Snapshot:
 
     def describe(self) -> dict[str, Any]:
         info = self.info
-        return {"model": info.get("model_id"), "registered_model": info.get("registered_model"),
-                "version": info.get("version"), "model_uri": info.get("path"), "sha256": info.get("sha256"),
-                "lengths": self.lengths, "database_size": self.size,
-                "query_items": 0 if self.queries is None else len(self.queries.codes),
-                "built_seconds": round(self.build_seconds, 3)}
+        return {
+            "model": info.get("model_id"),
+            "registered_model": info.get("registered_model"),
+            "version": info.get("version"),
+            "model_uri": info.get("path"),
+            "sha256": info.get("sha256"),
+            "lengths": self.lengths,
+            "database_size": self.size,
+            "query_items": 0 if self.queries is None else len(self.queries.codes),
+            "built_seconds": round(self.build_seconds, 3),
+        }
 
 
 def _row_codes(codes: Codes, row: int) -> np.ndarray:
     """One row's ±1 code without unpacking the whole (possibly 10M-row) matrix."""
-    bits01 = np.unpackbits(codes.packed[row:row + 1], axis=1, count=codes.bits, bitorder="little")
+    bits01 = np.unpackbits(codes.packed[row : row + 1], axis=1, count=codes.bits, bitorder="little")
     return bits01.astype(np.int8) * 2 - 1
 
 
 def cache_key(info: dict[str, Any], version: str, manifest_hash: str, split: str) -> str:
     """Hex key of (model identity, manifest content hash, split): one cached codes file each."""
-    blob = json.dumps({"sha256": info.get("sha256"), "version": version, "manifest": manifest_hash,
-                       "split": split, "lengths": list(info.get("lengths", []))}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "sha256": info.get("sha256"),
+            "version": version,
+            "manifest": manifest_hash,
+            "split": split,
+            "lengths": list(info.get("lengths", [])),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -211,8 +225,7 @@ def build_snapshot(source: Source) -> Snapshot:
         shape = tuple(int(s) for s in database.images[0][0].shape)
     elif model.spec.input_size is not None:
         shape = (model.spec.in_channels, model.spec.input_size, model.spec.input_size)
-    return Snapshot(model, info, version, lengths, database, queries, indexes, shape,
-                    time.perf_counter() - start)
+    return Snapshot(model, info, version, lengths, database, queries, indexes, shape, time.perf_counter() - start)
 
 
 class Engine:
@@ -221,14 +234,13 @@ class Engine:
     def __init__(self, source: Source, poll_seconds: float = 0.0) -> None:
         self.source = source
         self._lock = threading.Lock()
-        self._current = build_snapshot(source)          # a bad spec fails here, at start-up
+        self._current = build_snapshot(source)  # a bad spec fails here, at start-up
         self.reloads = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._poller = None
         if poll_seconds > 0:
-            self._poller = threading.Thread(target=self._poll, args=(poll_seconds,), daemon=True,
-                                            name="nhl-serve-poll")
+            self._poller = threading.Thread(target=self._poll, args=(poll_seconds,), daemon=True, name="nhl-serve-poll")
             self._poller.start()
 
     @property
@@ -240,9 +252,9 @@ class Engine:
         with self._lock:
             if not force and model_version(self.source.spec) == self._current.version:
                 return False
-            snapshot = build_snapshot(self.source)        # the old snapshot serves meanwhile
+            snapshot = build_snapshot(self.source)  # the old snapshot serves meanwhile
             changed = snapshot.version != self._current.version
-            self._current = snapshot                      # one assignment: the swap is atomic
+            self._current = snapshot  # one assignment: the swap is atomic
             self.reloads += 1
             log.info("serving %s (%s) after a reload", snapshot.info.get("model_id"), snapshot.version)
             return changed or force

@@ -14,7 +14,7 @@ import numpy as np
 
 from nhl.service.engine import RequestError
 
-DEFAULT_MAX_PIXELS = 16_000_000       # 4,000 x 4,000: far above any dataset image here
+DEFAULT_MAX_PIXELS = 16_000_000  # 4,000 x 4,000: far above any dataset image here
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _MODES = {1: "L", 3: "RGB"}
 
@@ -34,10 +34,10 @@ def decode_upload(data: bytes, shape: tuple[int, int, int] | None, max_pixels: i
         raise RequestError(400, "file: this server has no database images to size an upload like (query by item)")
     try:
         image = Image.open(io.BytesIO(data))
-        width, height = image.size                      # from the header only: nothing decoded yet
+        width, height = image.size  # from the header only: nothing decoded yet
     except Image.DecompressionBombError:
         raise RequestError(413, "file: the image declares too many pixels (decompression bomb)") from None
-    except (OSError, ValueError, SyntaxError):     # PIL's "cannot identify image file" is an OSError
+    except (OSError, ValueError, SyntaxError):  # PIL's "cannot identify image file" is an OSError
         raise RequestError(400, "file: not an image PIL can read") from None
     if width * height > max_pixels:
         raise RequestError(413, f"file: image of {width} x {height} pixels is over the limit of {max_pixels:,}")
@@ -48,7 +48,8 @@ def decode_upload(data: bytes, shape: tuple[int, int, int] | None, max_pixels: i
         raise RequestError(400, "file: the image data cannot be decoded") from None
     tensor = torch.from_numpy(pixels).div_(255.0)
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-    if tuple(tensor.shape[-2:]) != (h, w):     # the resize nhl.images and Hasher.prepare use
-        tensor = torch.nn.functional.interpolate(tensor.unsqueeze(0), size=(h, w), mode="bilinear",
-                                                 align_corners=False).squeeze(0)
+    if tuple(tensor.shape[-2:]) != (h, w):  # the resize nhl.images and Hasher.prepare use
+        tensor = torch.nn.functional.interpolate(
+            tensor.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False
+        ).squeeze(0)
     return tensor

@@ -20,15 +20,29 @@ from typing import Any
 # Each public name and the module that defines it: imported on first use, so a stage that only
 # logs a run (the report) does not import torch through `models`.
 _EXPORTS = {
-    **dict.fromkeys(("HASHER_ARTIFACT", "MODEL_REQUIREMENTS", "load_logged_model", "log_hasher",
-                     "pinned_requirements"), "models"),
-    **dict.fromkeys(("GENERATED_PATHS", "PIPELINE_RUN_ENV", "PIPELINE_RUN_TAG", "git_state", "pipeline_run_tag"),
-                    "provenance"),
+    **dict.fromkeys(
+        ("HASHER_ARTIFACT", "MODEL_REQUIREMENTS", "load_logged_model", "log_hasher", "pinned_requirements"), "models"
+    ),
+    **dict.fromkeys(
+        ("GENERATED_PATHS", "PIPELINE_RUN_ENV", "PIPELINE_RUN_TAG", "git_state", "pipeline_run_tag"), "provenance"
+    ),
     **dict.fromkeys(("epoch_metrics", "flatten_params", "result_metrics"), "records"),
     "ModelRun": "run",
     **dict.fromkeys(("STALE_TAG", "mark_stale_runs"), "stale"),
-    **dict.fromkeys(("ARTIFACTS_DIR", "DB_NAME", "DEFAULT_EXPERIMENT", "PROBE_ENV", "artifact_root", "configure",
-                     "find_project_root", "is_remote", "tracking_uri"), "store"),
+    **dict.fromkeys(
+        (
+            "ARTIFACTS_DIR",
+            "DB_NAME",
+            "DEFAULT_EXPERIMENT",
+            "PROBE_ENV",
+            "artifact_root",
+            "configure",
+            "find_project_root",
+            "is_remote",
+            "tracking_uri",
+        ),
+        "store",
+    ),
 }
 
 
@@ -46,8 +60,29 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ARTIFACTS_DIR", "DB_NAME", "DEFAULT_EXPERIMENT", "GENERATED_PATHS", "HASHER_ARTIFACT", "MODEL_REQUIREMENTS",
-    "PIPELINE_RUN_ENV", "PIPELINE_RUN_TAG", "PROBE_ENV", "STALE_TAG", "ModelRun", "artifact_root", "configure",
-    "epoch_metrics", "find_project_root", "flatten_params", "git_state", "is_remote", "load_logged_model",
-    "log_hasher", "mark_stale_runs", "pinned_requirements", "pipeline_run_tag", "result_metrics", "tracking_uri",
+    "ARTIFACTS_DIR",
+    "DB_NAME",
+    "DEFAULT_EXPERIMENT",
+    "GENERATED_PATHS",
+    "HASHER_ARTIFACT",
+    "MODEL_REQUIREMENTS",
+    "PIPELINE_RUN_ENV",
+    "PIPELINE_RUN_TAG",
+    "PROBE_ENV",
+    "STALE_TAG",
+    "ModelRun",
+    "artifact_root",
+    "configure",
+    "epoch_metrics",
+    "find_project_root",
+    "flatten_params",
+    "git_state",
+    "is_remote",
+    "load_logged_model",
+    "log_hasher",
+    "mark_stale_runs",
+    "pinned_requirements",
+    "pipeline_run_tag",
+    "result_metrics",
+    "tracking_uri",
 ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 CONTEXTS = {"train": "training", "val": "validation", "query": "evaluation", "database": "evaluation"}
 DIGEST_CHARS = 12
@@ -36,7 +37,8 @@ def dataset_inputs(meta: Mapping[str, Any], manifest: str | os.PathLike, splits:
         if split not in CONTEXTS:
             raise ValueError(f"split: expected one of {sorted(CONTEXTS)}, got {split!r}")
         profile = json.dumps({"num_rows": sizes[split]}) if split in sizes else None
-        dataset = Dataset(name=f"{name}/{split}", digest=manifest_digest(meta), source_type="local",
-                          source=source, profile=profile)
+        dataset = Dataset(
+            name=f"{name}/{split}", digest=manifest_digest(meta), source_type="local", source=source, profile=profile
+        )
         inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])]))
     return inputs

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from nhl.tracking.records import result_metrics
 from nhl.tracking.run import ModelRun
@@ -21,8 +22,13 @@ from nhl.tracking.run import ModelRun
 EVALUATION_SPLITS = ("query", "database")
 
 
-def log_evaluation(record: Mapping[str, Any], metrics_file: str | os.PathLike, meta: Mapping[str, Any],
-                   manifest: str | os.PathLike, project_root: str | os.PathLike | None = None) -> bool:
+def log_evaluation(
+    record: Mapping[str, Any],
+    metrics_file: str | os.PathLike,
+    meta: Mapping[str, Any],
+    manifest: str | os.PathLike,
+    project_root: str | os.PathLike | None = None,
+) -> bool:
     """Add one metrics record to its training run; returns whether anything was logged."""
     run_id = record.get("mlflow_run_id")
     if not run_id:
@@ -39,8 +45,11 @@ def log_evaluation(record: Mapping[str, Any], metrics_file: str | os.PathLike, m
     return run.active
 
 
-def log_evaluations(metrics_files: Iterable[str | os.PathLike], manifest: str | os.PathLike,
-                    project_root: str | os.PathLike | None = None) -> int:
+def log_evaluations(
+    metrics_files: Iterable[str | os.PathLike],
+    manifest: str | os.PathLike,
+    project_root: str | os.PathLike | None = None,
+) -> int:
     """`log_evaluation` for every existing metrics file; returns how many runs got new results."""
     from nhl.data.manifest import read_manifest
 

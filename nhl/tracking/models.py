@@ -13,15 +13,16 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nhl.envvars import keep_environ, scoped_environ
 from nhl.tracking.store import tracking_uri
 
 MODEL_REQUIREMENTS = ("torch", "numpy", "pillow", "pandas")
-HASHER_ARTIFACT = "hasher"            # the model file inside a logged model
+HASHER_ARTIFACT = "hasher"  # the model file inside a logged model
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
@@ -52,20 +53,27 @@ def log_hasher(model_file: str | os.PathLike, name: str = "model") -> Any:
     # MLflow resets warning filters around its "add type hints to predict" warning (our input is
     # images or base64 files, checked by the model itself), so warnings are recorded and the
     # others passed on.
-    with quiet_logger("mlflow.models.model"), quiet_logger("mlflow.pyfunc"), \
-            warnings.catch_warnings(record=True) as caught, \
-            scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-        info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
-                                       artifacts={HASHER_ARTIFACT: str(model_file)},
-                                       pip_requirements=pinned_requirements())
+    with (
+        quiet_logger("mlflow.models.model"),
+        quiet_logger("mlflow.pyfunc"),
+        warnings.catch_warnings(record=True) as caught,
+        scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}),
+    ):
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PYFUNC_CODE),
+            artifacts={HASHER_ARTIFACT: str(model_file)},
+            pip_requirements=pinned_requirements(),
+        )
     for item in caught:
         if "type hint" not in str(item.message):
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return info
 
 
-def load_logged_model(run_id: str, name: str = "model", project_root: str | os.PathLike | None = None,
-                      map_location: str = "cpu") -> Any:
+def load_logged_model(
+    run_id: str, name: str = "model", project_root: str | os.PathLike | None = None, map_location: str = "cpu"
+) -> Any:
     """The `Hasher` (eval mode) logged by `ModelRun.log_model`; `run_id` may also be a full model
     URI (`runs:/...`, `models:/...`). Only the model file is read, with `load_hasher`; no logged
     code runs. A logged model without our model file is a one-line "not an nhl model" error."""
@@ -77,15 +85,18 @@ def load_logged_model(run_id: str, name: str = "model", project_root: str | os.P
     with keep_environ("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(tracking_uri(project_root))
     uri = run_id if ":/" in run_id else f"runs:/{run_id}/{name}"
-    with tempfile.TemporaryDirectory(prefix="nhl-model-") as tmp, \
-            scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+    with (
+        tempfile.TemporaryDirectory(prefix="nhl-model-") as tmp,
+        scoped_environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}),
+    ):
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         try:
             conf = Model.load(str(local)).flavors["python_function"]["artifacts"][HASHER_ARTIFACT]
             path = (local / conf["path"]).resolve()
         except (OSError, KeyError, TypeError) as err:
-            raise ValueError(f"{uri}: not an nhl model "
-                             f"(no {HASHER_ARTIFACT!r} model file, {type(err).__name__})") from None
+            raise ValueError(
+                f"{uri}: not an nhl model (no {HASHER_ARTIFACT!r} model file, {type(err).__name__})"
+            ) from None
         if not path.is_relative_to(local.resolve()):
             raise ValueError(f"{uri}: not an nhl model (its model file points outside the model)")
         model, _ = load_hasher(path, map_location=map_location)

@@ -13,7 +13,7 @@ from pathlib import Path
 from nhl.tracking.store import find_project_root
 
 PIPELINE_RUN_TAG = "nhl.pipeline_run"
-PIPELINE_RUN_ENV = "NHL_PIPELINE_RUN"     # set it to force one tag value (e.g. a scheduler's run id)
+PIPELINE_RUN_ENV = "NHL_PIPELINE_RUN"  # set it to force one tag value (e.g. a scheduler's run id)
 # Tracked files that a `dvc repro` itself rewrites: they must not make the tree look dirty halfway.
 GENERATED_PATHS = ("dvc.lock", "reports")
 

@@ -60,10 +60,14 @@ def to_images(model_input: Any, channels: int, size: int | None):
         return torch.from_numpy(np.ascontiguousarray(array))
     if isinstance(model_input, np.ndarray):
         model_input = model_input.ravel().tolist()
-    if not isinstance(model_input, (list, tuple)) or not model_input \
-            or not all(isinstance(item, (str, bytes)) for item in model_input):
-        raise ValueError("images: expected a float array [B, C, H, W] "
-                         "or a non-empty list of base64-encoded image files")
+    if (
+        not isinstance(model_input, (list, tuple))
+        or not model_input
+        or not all(isinstance(item, (str, bytes)) for item in model_input)
+    ):
+        raise ValueError(
+            "images: expected a float array [B, C, H, W] or a non-empty list of base64-encoded image files"
+        )
     from nhl.images import read_image
 
     batch = []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-_MAX_PARAM_CHARS = 6000                   # MLflow's limit on one param value
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 
 
 def _is_number(value: Any) -> bool:
@@ -65,8 +65,9 @@ def epoch_metrics(record: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
     return int(record["epoch"]), metrics
 
 
-def result_metrics(bits_metrics: Mapping[str, Mapping[str, float]],
-                   extra: Mapping[str, float] | None = None) -> dict[str, float]:
+def result_metrics(
+    bits_metrics: Mapping[str, Mapping[str, float]], extra: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """`{"16": {"map": x}}` -> `{"map_16": x}`, plus the `extra` numbers under their own names."""
     metrics: dict[str, float] = {}
     for bits, values in bits_metrics.items():

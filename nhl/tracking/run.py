@@ -11,8 +11,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nhl.envvars import keep_environ
 from nhl.tracking.provenance import PIPELINE_RUN_TAG, git_state, pipeline_run_tag
@@ -49,10 +50,18 @@ class ModelRun:
     the caller's own input (a record without `epoch`, a non-numeric metric) still raise.
     """
 
-    def __init__(self, model_id: str, params: Mapping[str, Any] | None = None,
-                 tags: Mapping[str, Any] | None = None, *, stage: str | None = None,
-                 project_root: str | os.PathLike | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                 resume: str | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        stage: str | None = None,
+        project_root: str | os.PathLike | None = None,
+        experiment: str = DEFAULT_EXPERIMENT,
+        resume: str | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.model_id = model_id
         self.enabled = enabled
         self.resume = resume
@@ -68,8 +77,8 @@ class ModelRun:
         self.model_uri: str | None = None
 
     # context manager
-    def __enter__(self) -> "ModelRun":
-        if not self.enabled:           # tracking switched off by the caller: a silent no-op
+    def __enter__(self) -> ModelRun:
+        if not self.enabled:  # tracking switched off by the caller: a silent no-op
             self.skipped = True
             return self
         try:
@@ -90,7 +99,7 @@ class ModelRun:
             with fail_fast(self.uri) if self.skipped else contextlib.nullcontext():
                 active = mlflow.active_run()
                 if active is not None and active.info.run_id == self.run_id:
-                    mlflow.end_run(status)     # pops the run before telling the store
+                    mlflow.end_run(status)  # pops the run before telling the store
                 else:
                     mlflow.MlflowClient(self.uri).set_terminated(self.run_id, status=status)
         except Exception as err:  # noqa: BLE001 - closing the run must never fail the training
@@ -106,7 +115,7 @@ class ModelRun:
         if self.resume is not None:
             with fail_fast(self.uri):
                 try:
-                    client.get_run(self.resume)      # must exist
+                    client.get_run(self.resume)  # must exist
                 except MlflowException as err:
                     if err.error_code != "RESOURCE_DOES_NOT_EXIST":
                         raise
@@ -127,18 +136,19 @@ class ModelRun:
             **process_tags(),
             **self.tags,
         }
-        with fail_fast(self.uri):      # an earlier run of this model whose process died is no longer RUNNING
+        with fail_fast(self.uri):  # an earlier run of this model whose process died is no longer RUNNING
             for run_id in mark_stale_runs(client, [experiment_id], self.model_id):
-                log.warning(f"MLflow run {run_id} of {self.model_id} was left RUNNING by a process that is gone; "
-                            "marked KILLED")
+                log.warning(
+                    f"MLflow run {run_id} of {self.model_id} was left RUNNING by a process that is gone; marked KILLED"
+                )
         # An inherited MLFLOW_RUN_ID would make start_run reopen that run for every model.
         with fail_fast(self.uri), keep_environ("MLFLOW_RUN_ID"):
             os.environ.pop("MLFLOW_RUN_ID", None)
             run = mlflow.start_run(experiment_id=experiment_id, run_name=self.model_id, tags=tags)
         self.run_id = run.info.run_id
         items = [Param(key, value) for key, value in self.params.items()]
-        for start in range(0, len(items), 100):      # MLflow's batch limit for params
-            client.log_batch(self.run_id, params=items[start:start + 100])
+        for start in range(0, len(items), 100):  # MLflow's batch limit for params
+            client.log_batch(self.run_id, params=items[start : start + 100])
 
     def _skip(self, message: str) -> None:
         log.warning(message)
@@ -161,6 +171,7 @@ class ModelRun:
     # logging
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log numbers at one step, in one request."""
+
         def send() -> None:
             import mlflow
             from mlflow.entities import Metric
@@ -177,13 +188,15 @@ class ModelRun:
         step, metrics = epoch_metrics(record)
         self.log_metrics(metrics, step=step)
 
-    def log_results(self, bits_metrics: Mapping[str, Mapping[str, float]],
-                    extra: Mapping[str, float] | None = None) -> None:
+    def log_results(
+        self, bits_metrics: Mapping[str, Mapping[str, float]], extra: Mapping[str, float] | None = None
+    ) -> None:
         """Final metrics: per length (`map_16`, `p_at_100_16`, ...) and run-wide (`train_seconds`, ...)."""
         self.log_metrics(result_metrics(bits_metrics, extra))
 
     def log_datasets(self, meta: Mapping[str, Any], manifest: str | os.PathLike, splits: tuple[str, ...]) -> None:
         """Log the manifest's `splits` as dataset inputs (see `nhl.tracking.datasets`)."""
+
         def send() -> None:
             import mlflow
 

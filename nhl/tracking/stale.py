@@ -32,7 +32,7 @@ def process_gone(pid: int, started_ms: int | None = None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:          # alive, owned by someone else
+    except PermissionError:  # alive, owned by someone else
         pass
     stat = f"/proc/{pid}/stat"
     try:
@@ -46,7 +46,7 @@ def process_gone(pid: int, started_ms: int | None = None) -> bool:
         with open("/proc/stat") as fh:
             boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
         began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        if began > started_ms / 1000 + 1:     # this pid belongs to a newer process
+        if began > started_ms / 1000 + 1:  # this pid belongs to a newer process
             return True
     return False
 
@@ -66,8 +66,9 @@ def stale_reason(run: Any) -> str | None:
 
 def mark_stale_runs(client: Any, experiment_ids: list[str], run_name: str) -> list[str]:
     """End the stale RUNNING runs named `run_name` as KILLED, tagged `nhl.stale`; returns their ids."""
-    runs = client.search_runs(experiment_ids, filter_string=f"attributes.run_name = '{_quoted(run_name)}' "
-                                                            "and attributes.status = 'RUNNING'")
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"attributes.run_name = '{_quoted(run_name)}' and attributes.status = 'RUNNING'"
+    )
     marked = []
     for run in runs:
         reason = stale_reason(run)

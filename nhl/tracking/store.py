@@ -73,7 +73,7 @@ def setup_experiment(project_root: str | os.PathLike | None, experiment: str) ->
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
-            if EXPERIMENT_KIND_TAG not in found.tags:     # made before the kind was set
+            if EXPERIMENT_KIND_TAG not in found.tags:  # made before the kind was set
                 client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         else:
             location = None
@@ -81,9 +81,10 @@ def setup_experiment(project_root: str | os.PathLike | None, experiment: str) ->
                 safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
                 location = (artifact_root(project_root) / safe).as_uri()
             try:
-                experiment_id = client.create_experiment(experiment, artifact_location=location,
-                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            except MlflowException:       # created meanwhile by a parallel stage
+                experiment_id = client.create_experiment(
+                    experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
+            except MlflowException:  # created meanwhile by a parallel stage
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
                     raise

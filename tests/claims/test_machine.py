@@ -37,7 +37,7 @@ def test_description_names_cores_memory_and_gpus(monkeypatch):
     monkeypatch.setattr(machine, "usable_cores", lambda: 2)
     monkeypatch.setattr(machine, "cpu_model", lambda: "Test CPU")
     monkeypatch.setattr(machine, "memory_gib", lambda: 23.5)
-    monkeypatch.setattr(machine, "gpu_names", lambda: [])
+    monkeypatch.setattr(machine, "gpu_names", list)
     line = machine.describe_machine()
     assert line.startswith("2 CPU cores (Test CPU), 23.5 GiB RAM, no CUDA GPU; torch ")
     assert torch.__version__ in line

@@ -13,11 +13,19 @@ def _summary(mean):
 
 def test_delta_figure_colours_follow_the_loss_not_its_position(tmp_path, monkeypatch):
     rows = [("default", "nhl-full", ["csq", "dsh", "dpn"]), ("prefix", "nhl-full", ["dpn"])]  # prefix: dpn only
-    section = {"pooled": [{"setting": s, "variant": v, "label": f"{v} [{s}]", "points": _summary(1.0)}
-                          for s, v, _ in rows],
-               "losses": {loss: {"rows": [{"setting": s, "variant": v, "vs_baseline": _summary(float(i))}
-                                          for s, v, losses in rows if loss in losses]}
-                          for i, loss in enumerate(["csq", "dsh", "dpn"])}}
+    section = {
+        "pooled": [{"setting": s, "variant": v, "label": f"{v} [{s}]", "points": _summary(1.0)} for s, v, _ in rows],
+        "losses": {
+            loss: {
+                "rows": [
+                    {"setting": s, "variant": v, "vs_baseline": _summary(float(i))}
+                    for s, v, losses in rows
+                    if loss in losses
+                ]
+            }
+            for i, loss in enumerate(["csq", "dsh", "dpn"])
+        },
+    }
     drawn = []
     original = Axes.scatter
 
@@ -32,4 +40,4 @@ def test_delta_figure_colours_follow_the_loss_not_its_position(tmp_path, monkeyp
     for y, colour, label in drawn:
         by_row.setdefault(y, []).append((colour, label))
     assert by_row[0] == [("C0", "csq"), ("C1", "dsh"), ("C2", "dpn")]
-    assert by_row[1] == [("C2", None)]                 # dpn keeps C2 (the old code gave it C0, csq's colour)
+    assert by_row[1] == [("C2", None)]  # dpn keeps C2 (the old code gave it C0, csq's colour)

@@ -23,12 +23,21 @@ import yaml
 from nhl.commands import audit, promote
 
 NAME = "nhl-digits-csq"
-PARAMS = {"data": {"dataset": "digits", "protocol": "digits"}, "models": {"losses": ["csq"]},
-          "registry": {"name": "nhl-{dataset}-{loss}", "variant": "nhl-full", "tolerance": 0.01}}
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 0,
-           "batch_size": 50, "lr": 0.003, "seed": 0}
+PARAMS = {
+    "data": {"dataset": "digits", "protocol": "digits"},
+    "models": {"losses": ["csq"]},
+    "registry": {"name": "nhl-{dataset}-{loss}", "variant": "nhl-full", "tolerance": 0.01},
+}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 0,
+    "batch_size": 50,
+    "lr": 0.003,
+    "seed": 0,
+}
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
-
 
 
 def cli(*argv: str) -> int:
@@ -56,12 +65,17 @@ def project(tmp_path_factory, digits_manifest_dir, fresh_store):
     with pytest.MonkeyPatch.context() as mp:
         uri = fresh_store(root / "mlruns.db")
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT", "NHL_PIPELINE_RUN"):
-            mp.delenv(name, raising=False)       # the default store: <project root>/mlruns.db, no server
+            mp.delenv(name, raising=False)  # the default store: <project root>/mlruns.db, no server
         mp.chdir(root)
         write_report(validate_manifest(root / "data" / "splits"), root / "reports" / "validation")
         path = root / "models" / "csq-nhl-full.pt"
-        train_from_manifest(build_train_config(SECTION, "csq", "nhl-full"), root / "data" / "splits", path,
-                            "csq-nhl-full", progress=False)
+        train_from_manifest(
+            build_train_config(SECTION, "csq", "nhl-full"),
+            root / "data" / "splits",
+            path,
+            "csq-nhl-full",
+            progress=False,
+        )
         record, _, _ = evaluate_file(path, root / "data" / "splits", pr_lengths=())
         (root / "metrics").mkdir()
         (root / "metrics" / "csq-nhl-full.json").write_text(json.dumps(record))
@@ -80,7 +94,7 @@ def promoted(project):
     import mlflow
 
     mlflow.set_tracking_uri((project["root"] / "elsewhere").as_uri())
-    os.environ.pop("MLFLOW_TRACKING_URI", None)      # set_tracking_uri exports it; the fixture unset it
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set_tracking_uri exports it; the fixture unset it
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = cli("promote")
@@ -126,8 +140,11 @@ def test_audit_prints_the_whole_chain(project, promoted, capsys):
 
     assert cli("audit", "--name", NAME, "--version", "1", "--json") == 0
     trail = json.loads(capsys.readouterr().out)
-    assert trail["complete"] and trail["version"] == 1 and [link["name"] for link in trail["links"]] == [
-        "data", "validation", "training run", "metrics", "promotion"]
+    assert (
+        trail["complete"]
+        and trail["version"] == 1
+        and [link["name"] for link in trail["links"]] == ["data", "validation", "training run", "metrics", "promotion"]
+    )
 
 
 def test_audit_reports_a_missing_link(project, promoted, capsys):
@@ -159,8 +176,20 @@ def test_failed_validation_registers_nothing(project, promoted, tmp_path, capsys
     bad = tmp_path / "result.json"
     bad.write_text(json.dumps({**result, "success": False, "failed": ["images exist"]}))
     report = tmp_path / "promotion.md"
-    assert cli("promote", "--validation", str(bad), "--report", str(report), "--model",
-               "models/csq-nhl-full.pt", "--name", "nhl-digits-other") == 1
+    assert (
+        cli(
+            "promote",
+            "--validation",
+            str(bad),
+            "--report",
+            str(report),
+            "--model",
+            "models/csq-nhl-full.pt",
+            "--name",
+            "nhl-digits-other",
+        )
+        == 1
+    )
     assert "not registered: data validation failed (images exist)" in capsys.readouterr().out
     assert "## nhl-digits-other: not registered" in report.read_text()
     names = [m.name for m in mlflow_client(project).search_registered_models()]

@@ -8,13 +8,18 @@ import pytest
 from nhl.data.sources import SourceData, one_hot
 from nhl.data.splits import get_protocol, make_split
 
-SIZES = (12, 30, 20)   # items per class
+SIZES = (12, 30, 20)  # items per class
 
 
 def _source(sizes=SIZES) -> SourceData:
     targets = np.repeat(np.arange(len(sizes)), sizes)
-    return SourceData("own", one_hot(targets, len(sizes)), ("ant", "bee", "cow"),
-                      paths=tuple(f"{i}.png" for i in range(len(targets))), root="/nowhere")
+    return SourceData(
+        "own",
+        one_hot(targets, len(sizes)),
+        ("ant", "bee", "cow"),
+        paths=tuple(f"{i}.png" for i in range(len(targets))),
+        root="/nowhere",
+    )
 
 
 def _counts(frame, split):
@@ -47,11 +52,13 @@ def test_same_seed_same_split_other_seed_other_split():
 
 
 def test_a_class_too_small_is_one_line_naming_it():
-    protocol = get_protocol("custom").with_counts(query=3, train=8, val=2)   # 13 per class; ant has 12
+    protocol = get_protocol("custom").with_counts(query=3, train=8, val=2)  # 13 per class; ant has 12
     with pytest.raises(ValueError) as err:
         make_split(_source(), protocol, seed=0)
-    assert str(err.value) == ("protocol custom: class 0 ('ant') has 12 items, fewer than 13 per class "
-                              "(query 3 + train 8 + val 2); lower data.query/train/val or add images")
+    assert str(err.value) == (
+        "protocol custom: class 0 ('ant') has 12 items, fewer than 13 per class "
+        "(query 3 + train 8 + val 2); lower data.query/train/val or add images"
+    )
     protocol = get_protocol("custom").with_counts(query=10, train=40, val=20, per_class=False)
     with pytest.raises(ValueError, match=r"^protocol custom: 62 items, fewer than 70 \(query 10 \+ train 40"):
         make_split(_source(), protocol, seed=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -50,7 +49,7 @@ def test_every_image_is_decoded_once_then_cached(own, decodes, tmp_path):
     assert len(decodes) == 24 and first.summary["image_checks"] == {"files": 24, "decoded": 24, "cached": 0}
     decodes.clear()
     second = validate_manifest(splits, cache_file=cache)
-    assert second.success and decodes == []                     # unchanged data: nothing decoded again
+    assert second.success and decodes == []  # unchanged data: nothing decoded again
     assert second.summary["image_checks"] == {"files": 24, "decoded": 0, "cached": 24}
 
 
@@ -62,10 +61,10 @@ def test_one_corrupt_image_in_any_split_fails_naming_it(own, decodes, tmp_path, 
     frame, _ = read_manifest(splits)
     victim = frame.loc[frame["split"] == split, "path"].iloc[0]
     data = (root / victim).read_bytes()
-    (root / victim).write_bytes(data[: len(data) // 2])           # truncated: the header still parses
+    (root / victim).write_bytes(data[: len(data) // 2])  # truncated: the header still parses
     decodes.clear()
     result = validate_manifest(splits, cache_file=cache)
-    assert decodes == [root / victim]                             # only the changed file is decoded
+    assert decodes == [root / victim]  # only the changed file is decoded
     assert not result.success
     failed = result.failed[0]
     assert failed["check"] == "every image decodes, within the root and the pixel limit (24 files)"

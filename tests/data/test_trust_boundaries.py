@@ -19,16 +19,21 @@ from nhl.images import MAX_PIXELS_ENV, decode, iter_image_batches, read_image
 
 def bomb_png(path, width: int = 50_000, height: int = 50_000) -> None:
     """A valid PNG of a few hundred bytes whose header declares `width x height` RGB pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def test_pixel_bomb_is_refused_before_decoding_and_memory_stays_flat(tmp_path):
@@ -36,10 +41,11 @@ def test_pixel_bomb_is_refused_before_decoding_and_memory_stays_flat(tmp_path):
     assert (tmp_path / "bomb.png").stat().st_size < 1000
     before, start = _peak_rss_mb(), time.monotonic()
     readers = [
-        lambda: read_image(tmp_path / "bomb.png", 3),                         # nhl encode / nhl search --query
+        lambda: read_image(tmp_path / "bomb.png", 3),  # nhl encode / nhl search --query
         lambda: list(iter_image_batches([tmp_path / "bomb.png"], 3, size=8)),
-        lambda: ManifestDataset(pd.DataFrame({"item_id": [0], "path": ["bomb.png"], "labels": ["0"],
-                                              "split": ["train"]}), 1, root=tmp_path)[0],  # training, evaluation
+        lambda: ManifestDataset(
+            pd.DataFrame({"item_id": [0], "path": ["bomb.png"], "labels": ["0"], "split": ["train"]}), 1, root=tmp_path
+        )[0],  # training, evaluation
     ]
     for reader in readers:
         with pytest.raises(ValueError, match=r"bomb\.png.*50000x50000 = 2,500,000,000 pixels is over the limit") as err:
@@ -68,7 +74,7 @@ def image_root(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(root / "ok.png")
-    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "secret.png")   # outside the root
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "secret.png")  # outside the root
     return root
 
 
@@ -99,8 +105,9 @@ def test_a_list_file_outside_the_root_is_refused(image_root):
 
 
 def test_manifest_entries_must_stay_inside_the_root(image_root):
-    frame = pd.DataFrame({"item_id": [0, 1], "path": ["ok.png", "../secret.png"], "labels": ["0", "0"],
-                          "split": ["train", "train"]})
+    frame = pd.DataFrame(
+        {"item_id": [0, 1], "path": ["ok.png", "../secret.png"], "labels": ["0", "0"], "split": ["train", "train"]}
+    )
     dataset = ManifestDataset(frame, 1, root=image_root)
     assert dataset[0][0].shape == (1, 4, 4)
     with pytest.raises(ValueError, match=r"manifest entry: path '../secret.png' leads outside .* \(item 1\)"):
@@ -114,13 +121,19 @@ def test_nhl_encode_and_search_refuse_a_bomb_in_one_line(tmp_path, capsys):
     save_hasher(Hasher(HasherSpec("smallcnn", 3, (8,), {"width": 8})), tmp_path / "m.pt")
     (tmp_path / "good").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "good" / "a.png")
-    assert nhl.cli.main(["encode", str(tmp_path / "good"), "--model", str(tmp_path / "m.pt"),
-                         "--out", str(tmp_path / "db.npz")]) == 0
+    assert (
+        nhl.cli.main(
+            ["encode", str(tmp_path / "good"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "db.npz")]
+        )
+        == 0
+    )
     (tmp_path / "bad").mkdir()
     bomb_png(tmp_path / "bad" / "bomb.png")
     capsys.readouterr()
-    for argv in (["encode", str(tmp_path / "bad"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "x.npz")],
-                 ["search", str(tmp_path / "db.npz"), str(tmp_path / "bad" / "bomb.png"), "--model", str(tmp_path / "m.pt")]):
+    for argv in (
+        ["encode", str(tmp_path / "bad"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "x.npz")],
+        ["search", str(tmp_path / "db.npz"), str(tmp_path / "bad" / "bomb.png"), "--model", str(tmp_path / "m.pt")],
+    ):
         assert nhl.cli.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "bomb.png: declared size 50000x50000" in err, err

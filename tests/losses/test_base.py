@@ -67,11 +67,14 @@ def test_unknown_hparam_is_named():
         build_loss("csq", bits=8, num_classes=2, num_train=4, lamda=0.1)
 
 
-@pytest.mark.parametrize("field,kwargs", [
-    ("bits", dict(bits=0, num_classes=2, num_train=4)),
-    ("num_classes", dict(bits=8, num_classes=2.0, num_train=4)),
-    ("num_train", dict(bits=8, num_classes=2, num_train=True)),
-])
+@pytest.mark.parametrize(
+    "field,kwargs",
+    [
+        ("bits", dict(bits=0, num_classes=2, num_train=4)),
+        ("num_classes", dict(bits=8, num_classes=2.0, num_train=4)),
+        ("num_train", dict(bits=8, num_classes=2, num_train=True)),
+    ],
+)
 def test_sizes_must_be_positive_integers(field, kwargs):
     with pytest.raises(ValueError, match=field):
         build_loss("dpn", **kwargs)

@@ -10,8 +10,15 @@ import scipy.linalg
 import torch
 
 from nhl.losses import build_length_losses
-from nhl.losses.centers import (center_distance_stats, hadamard_centers, hadamard_matrix, labels_to_centers,
-                                min_pairwise_distance, prefix_consistent_centers, random_balanced_centers)
+from nhl.losses.centers import (
+    center_distance_stats,
+    hadamard_centers,
+    hadamard_matrix,
+    labels_to_centers,
+    min_pairwise_distance,
+    prefix_consistent_centers,
+    random_balanced_centers,
+)
 
 LENGTHS = [8, 16, 32, 64, 128]
 
@@ -90,10 +97,13 @@ def test_independent_centres_are_not_prefixes_of_each_other():
 # Measured with seed 0 (the same values for seeds 1 and 2): the construction reaches bits/2 at
 # every length for 10 classes (8 bits: 4 is the most any 10 codes of 8 bits can have, A(8,5) = 4),
 # and for 100 classes 2 at 8 bits (the most possible: A(8,3) = 20 < 100), 4, 12, 28 and 60.
-@pytest.mark.parametrize("num_classes,bounds", [
-    (10, [4, 8, 17, 34, 70]),
-    (100, [2, 4, 12, 28, 60]),
-])
+@pytest.mark.parametrize(
+    "num_classes,bounds",
+    [
+        (10, [4, 8, 17, 34, 70]),
+        (100, [2, 4, 12, 28, 60]),
+    ],
+)
 def test_prefix_consistent_centers_min_distance_at_every_length(num_classes, bounds):
     table = prefix_consistent_centers(num_classes, LENGTHS, seed=0).numpy()
     assert table.shape == (num_classes, 128) and set(np.unique(table)) == {-1.0, 1.0}
@@ -124,16 +134,17 @@ def test_nested_losses_get_prefixes_of_one_table():
 
 
 def test_labels_to_centers_single_label_and_multi_label_votes():
-    centers = torch.tensor([[1., 1., -1., 1.],
-                            [1., -1., -1., -1.],
-                            [-1., 1., 1., -1.]])
-    tie = torch.tensor([-1., 1., 1., -1.])
-    labels = torch.tensor([[0., 1., 0.],    # single label: its own centre
-                           [1., 1., 0.],    # votes (2, 0, -2, 0): ties at bits 1 and 3
-                           [1., 1., 1.],    # votes (1, 1, -1, -1)
-                           [0., 0., 0.]])   # no label: all ties
-    expected = torch.tensor([[1., -1., -1., -1.],
-                             [1., 1., -1., -1.],
-                             [1., 1., -1., -1.],
-                             [-1., 1., 1., -1.]])
+    centers = torch.tensor([[1.0, 1.0, -1.0, 1.0], [1.0, -1.0, -1.0, -1.0], [-1.0, 1.0, 1.0, -1.0]])
+    tie = torch.tensor([-1.0, 1.0, 1.0, -1.0])
+    labels = torch.tensor(
+        [
+            [0.0, 1.0, 0.0],  # single label: its own centre
+            [1.0, 1.0, 0.0],  # votes (2, 0, -2, 0): ties at bits 1 and 3
+            [1.0, 1.0, 1.0],  # votes (1, 1, -1, -1)
+            [0.0, 0.0, 0.0],
+        ]
+    )  # no label: all ties
+    expected = torch.tensor(
+        [[1.0, -1.0, -1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [-1.0, 1.0, 1.0, -1.0]]
+    )
     assert torch.equal(labels_to_centers(labels, centers, tie), expected)

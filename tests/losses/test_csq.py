@@ -11,9 +11,7 @@ import torch
 
 from nhl.losses import build_loss
 
-CENTERS = torch.tensor([[1., 1., -1., -1.],
-                        [1., -1., 1., -1.],
-                        [-1., 1., 1., 1.]])
+CENTERS = torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, 1.0, 1.0]])
 
 
 def reference_csq(u: np.ndarray, targets: np.ndarray, lam: float) -> float:
@@ -30,12 +28,8 @@ def reference_csq(u: np.ndarray, targets: np.ndarray, lam: float) -> float:
 
 def test_csq_matches_formula_single_and_multi_label():
     loss = build_loss("csq", bits=4, num_classes=3, num_train=10, centers=CENTERS, quant_weight=0.5)
-    u = torch.tensor([[0.3, -1.2, 0.5, 2.0],
-                      [-0.7, 0.1, 1.5, -0.4],
-                      [1.1, 0.9, -0.2, 0.6]], dtype=torch.float64)
-    labels = torch.tensor([[1., 0., 0.],
-                           [0., 0., 1.],
-                           [1., 1., 1.]], dtype=torch.float64)
+    u = torch.tensor([[0.3, -1.2, 0.5, 2.0], [-0.7, 0.1, 1.5, -0.4], [1.1, 0.9, -0.2, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
     # item 2 votes (1, 1, 1, -1): no tie, so its target is (1, 1, 1, -1)
     targets = np.array([[1, 1, -1, -1], [-1, 1, 1, 1], [1, 1, 1, -1]], dtype=float)
     value = loss(u, labels, torch.arange(3))
@@ -45,7 +39,7 @@ def test_csq_matches_formula_single_and_multi_label():
 def test_csq_multi_label_ties_use_the_fixed_tie_break_bits():
     loss = build_loss("csq", bits=4, num_classes=3, num_train=10, centers=CENTERS, seed=4)
     u = torch.tensor([[0.2, -0.3, 0.4, -0.5]], dtype=torch.float64)
-    labels = torch.tensor([[1., 1., 0.]], dtype=torch.float64)  # votes (2, 0, 0, -2)
+    labels = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)  # votes (2, 0, 0, -2)
     tie = loss.tie_break.numpy()
     assert set(np.unique(tie)) <= {-1.0, 1.0}
     targets = np.array([[1, tie[1], tie[2], -1]])

@@ -24,8 +24,8 @@ def reference_dbdh(u, labels, other_h, other_y, pairs, alpha, p):
     return (sum(terms) / len(terms) if terms else 0.0) + alpha * balance
 
 
-LABELS_1 = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.]], dtype=torch.float64)
-LABELS_2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
+LABELS_1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+LABELS_2 = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("power", [1, 2])
@@ -65,8 +65,8 @@ def test_dbdh_rejects_other_powers():
 def test_dbdh_gradient_reaches_u_and_loss_falls_toward_ideal_codes(pairs):
     torch.manual_seed(2)
     loss = build_loss("dbdh", normalise=False, bits=16, num_classes=2, num_train=10, pairs=pairs)
-    balanced = torch.tensor([[1.] * 8 + [-1.] * 8])[:, torch.randperm(16)]
-    codes = balanced * torch.tensor([[1.], [-1.]])  # two balanced, opposite class codes
+    balanced = torch.tensor([[1.0] * 8 + [-1.0] * 8])[:, torch.randperm(16)]
+    codes = balanced * torch.tensor([[1.0], [-1.0]])  # two balanced, opposite class codes
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     if pairs == "bank":
         loss(labels @ codes, labels, torch.arange(10))  # the bank holds ideal codes

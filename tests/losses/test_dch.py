@@ -39,7 +39,7 @@ def test_dch_matches_pair_loop_with_class_balance_weights():
     assert loss.gamma == 20.0 and loss.quant_weight == 0.1 and not loss.uses_memory_bank
     u = torch.randn(4, 6, dtype=torch.float64)
     u[3] = 2.0 * u[0]  # a similar pair at cosine 1: the 0.99 clamp keeps log(d) finite
-    labels = torch.tensor([[1., 0., 0.], [0., 1., 0.], [0., 1., 1.], [1., 0., 0.]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     value = loss(u, labels, torch.arange(4))
     assert value.item() == pytest.approx(reference_dch(u.numpy(), labels.numpy(), 20.0, 0.1), rel=1e-10)
 
@@ -48,7 +48,7 @@ def test_dch_single_kind_batch_uses_unit_weights():
     torch.manual_seed(1)
     loss = build_loss("dch", bits=6, num_classes=2, num_train=10, gamma=5.0, quant_weight=0.3)
     u = torch.randn(3, 6, dtype=torch.float64)
-    labels = torch.tensor([[1., 0.], [1., 0.], [1., 1.]], dtype=torch.float64)  # every pair similar
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)  # every pair similar
     value = loss(u, labels, torch.arange(3))
     assert value.item() == pytest.approx(reference_dch(u.numpy(), labels.numpy(), 5.0, 0.3), rel=1e-10)
 
@@ -56,7 +56,7 @@ def test_dch_single_kind_batch_uses_unit_weights():
 def test_dch_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(2)
     loss = build_loss("dch", bits=16, num_classes=2, num_train=10)
-    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
+    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1]]
     start = torch.randn(6, 16)
     values = []

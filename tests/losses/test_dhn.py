@@ -23,8 +23,8 @@ def reference_dhn(u, labels, other_u, other_y, pairs, alpha):
     return (sum(terms) / len(terms) if terms else 0.0) + alpha * quant
 
 
-LABELS_1 = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.]], dtype=torch.float64)
-LABELS_2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
+LABELS_1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+LABELS_2 = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("mask_unseen", [True, False])
@@ -66,7 +66,7 @@ def test_dhn_bank_is_written_only_in_training_mode():
 def test_dhn_gradient_reaches_u_and_loss_falls_toward_ideal_codes(pairs):
     torch.manual_seed(2)
     loss = build_loss("dhn", normalise=False, bits=16, num_classes=2, num_train=10, pairs=pairs)
-    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
+    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     if pairs == "bank":
         loss(labels @ codes, labels, torch.arange(10))  # the bank holds ideal codes

@@ -8,23 +8,21 @@ import torch
 
 from nhl.losses import build_loss
 
-CENTERS = torch.tensor([[1., 1., -1., -1.],
-                        [1., -1., 1., -1.],
-                        [-1., 1., 1., 1.]])
+CENTERS = torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, 1.0, 1.0]])
 
 
 def reference_dpn(u: np.ndarray, targets: np.ndarray, margin: float) -> float:
     """mean over items and bits of max(0, margin - u * t)."""
-    terms = [max(0.0, margin - x * t) for row, t_row in zip(u, targets, strict=True) for x, t in zip(row, t_row, strict=True)]
+    terms = [
+        max(0.0, margin - x * t) for row, t_row in zip(u, targets, strict=True) for x, t in zip(row, t_row, strict=True)
+    ]
     return sum(terms) / len(terms)
 
 
 def test_dpn_matches_formula_single_and_multi_label():
     loss = build_loss("dpn", bits=4, num_classes=3, num_train=10, centers=CENTERS, margin=1.5)
-    u = torch.tensor([[0.3, -1.2, 0.5, 2.0],
-                      [-0.7, 0.1, 1.5, -0.4],
-                      [1.1, 0.9, -0.2, 0.6]])
-    labels = torch.tensor([[0., 1., 0.], [1., 0., 1.], [1., 1., 1.]])
+    u = torch.tensor([[0.3, -1.2, 0.5, 2.0], [-0.7, 0.1, 1.5, -0.4], [1.1, 0.9, -0.2, 0.6]])
+    labels = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     # item 1 votes (0, 2, 0, 0) -> ties at bits 0, 2, 3; item 2 votes (1, 1, 1, -1)
     tie = loss.tie_break.numpy()
     targets = np.array([[1, -1, 1, -1], [tie[0], 1, tie[2], tie[3]], [1, 1, 1, -1]], dtype=float)

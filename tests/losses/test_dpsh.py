@@ -23,14 +23,16 @@ def reference_dpsh(u, labels, other_u, other_y, pairs, alpha):
     return (sum(terms) / len(terms) if terms else 0.0) + alpha * quant
 
 
-LABELS_1 = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.]], dtype=torch.float64)
-LABELS_2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
+LABELS_1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+LABELS_2 = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("mask_unseen", [True, False])
 def test_dpsh_bank_matches_pair_loop(mask_unseen):
     torch.manual_seed(0)
-    loss = build_loss("dpsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank", mask_unseen=mask_unseen)
+    loss = build_loss(
+        "dpsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank", mask_unseen=mask_unseen
+    )
     assert loss.quant_weight == 0.1 and loss.uses_memory_bank and loss.pairwise
     u1, u2 = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     u2[0, 1] = 0.0  # sign(0) counts as +1
@@ -60,7 +62,7 @@ def test_dpsh_batch_mode_matches_loop_over_pairs_of_different_items():
 def test_dpsh_gradient_reaches_u_and_loss_falls_toward_ideal_codes(pairs):
     torch.manual_seed(2)
     loss = build_loss("dpsh", normalise=False, bits=16, num_classes=2, num_train=10, pairs=pairs)
-    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
+    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     if pairs == "bank":
         loss(labels @ codes, labels, torch.arange(10))  # the bank holds ideal codes

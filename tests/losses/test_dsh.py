@@ -31,15 +31,16 @@ def batch_pairs(batch_size):
 
 # ---------------------------------------------------------------- bank mode (the released code)
 
+
 def test_dsh_matches_pair_loop_over_seen_bank_rows():
     torch.manual_seed(0)
     loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, pairs="bank")
     assert loss.margin == 8.0 and loss.quant_weight == 0.1 and loss.uses_memory_bank
     u1 = torch.randn(3, 4, dtype=torch.float64)
-    y1 = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.]], dtype=torch.float64)
+    y1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
     loss(u1, y1, torch.tensor([0, 5, 2]))
     u2 = torch.randn(2, 4, dtype=torch.float64)
-    y2 = torch.tensor([[0., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
+    y2 = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
     value = loss(u2, y2, torch.tensor([6, 1]))
     bank_u = np.zeros((8, 4))
     bank_y = np.zeros((8, 3))
@@ -52,10 +53,19 @@ def test_dsh_matches_pair_loop_over_seen_bank_rows():
 
 def test_dsh_unmasked_reproduces_the_released_all_rows_average():
     torch.manual_seed(1)
-    loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=6, pairs="bank", mask_unseen=False, margin=5.0,
-                      quant_weight=0.3)
+    loss = build_loss(
+        "dsh",
+        normalise=False,
+        bits=4,
+        num_classes=3,
+        num_train=6,
+        pairs="bank",
+        mask_unseen=False,
+        margin=5.0,
+        quant_weight=0.3,
+    )
     u = torch.randn(2, 4, dtype=torch.float64)
-    y = torch.tensor([[1., 0., 0.], [0., 1., 1.]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
     value = loss(u, y, torch.tensor([4, 1]))
     bank_u, bank_y = np.zeros((6, 4)), np.zeros((6, 3))
     bank_u[[4, 1]], bank_y[[4, 1]] = u.numpy(), y.numpy()
@@ -84,7 +94,7 @@ def test_dsh_bank_is_idempotent_and_not_written_in_eval_mode():
 def test_dsh_bank_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(3)
     loss = build_loss("dsh", normalise=False, bits=6, num_classes=2, num_train=10, pairs="bank")
-    codes = torch.tensor([[1., -1., 1., 1., -1., 1.]]) * torch.tensor([[1.], [-1.]])  # class 0, class 1
+    codes = torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0, 1.0]]) * torch.tensor([[1.0], [-1.0]])  # class 0, class 1
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]]
     loss(labels @ codes, labels, torch.arange(10))  # the bank holds ideal codes
     batch = torch.tensor([2, 3, 4])
@@ -101,6 +111,7 @@ def test_dsh_bank_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
 
 # ---------------------------------------------------------------- batch mode (the paper; default)
 
+
 def test_dsh_batch_mode_is_the_default_and_has_no_bank():
     loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8)
     assert loss.pairs == "batch" and not loss.uses_memory_bank and loss.pairwise
@@ -114,7 +125,7 @@ def test_dsh_batch_mode_matches_loop_over_pairs_of_different_items():
     torch.manual_seed(4)
     loss = build_loss("dsh", normalise=False, bits=4, num_classes=3, num_train=8, margin=6.0, quant_weight=0.2)
     u = torch.randn(4, 4, dtype=torch.float64)
-    y = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.], [0., 0., 1.]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     value = loss(u, y, torch.tensor([7, 0, 3, 2]))
     expected = reference_dsh(u.numpy(), y.numpy(), u.numpy(), y.numpy(), batch_pairs(4), 6.0, 0.2)
     assert value.item() == pytest.approx(expected, rel=1e-12)
@@ -142,7 +153,7 @@ def test_a_common_drift_lowers_the_bank_loss_but_not_the_batch_loss():
 
     bank_loss = build_loss("dsh", normalise=False, bits=8, num_classes=5, num_train=10, quant_weight=0.0, pairs="bank")
     bank_loss(u, labels, index)  # the bank holds the codes before the step
-    bank_loss.eval()             # and is not rewritten below: its rows are stale
+    bank_loss.eval()  # and is not rewritten below: its rows are stale
     x = (u + 0.1 * v).requires_grad_(True)
     bank_loss(x, labels, index).backward()
     drift_gradient = x.grad.sum(0)  # d loss / d (common shift of every code)
@@ -154,7 +165,7 @@ def test_a_common_drift_lowers_the_bank_loss_but_not_the_batch_loss():
 def test_dsh_batch_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(6)
     loss = build_loss("dsh", normalise=False, bits=6, num_classes=2, num_train=10)
-    codes = torch.tensor([[1., -1., 1., 1., -1., 1.]]) * torch.tensor([[1.], [-1.]])
+    codes = torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0, 1.0]]) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 1]]
     start = torch.randn(5, 6)
     values = []

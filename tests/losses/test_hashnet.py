@@ -27,7 +27,7 @@ def reference_hashnet(u, labels, alpha, scale):
     return sum(sum(g) / len(g) for g in kinds)
 
 
-LABELS = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 0., 1.], [0., 0., 1.]], dtype=torch.float64)
+LABELS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
 def test_hashnet_matches_pair_loop_with_balance_weights():
@@ -37,7 +37,7 @@ def test_hashnet_matches_pair_loop_with_balance_weights():
     u = torch.randn(4, 5, dtype=torch.float64)
     value = loss(u, LABELS, torch.arange(4))
     assert value.item() == pytest.approx(reference_hashnet(u.numpy(), LABELS.numpy(), 2.0, 1.0), rel=1e-10)
-    one_kind = torch.tensor([[1., 0., 0.], [1., 1., 0.]], dtype=torch.float64)  # every pair similar
+    one_kind = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)  # every pair similar
     value = build_loss("hashnet", bits=5, num_classes=3, num_train=10, alpha=0.1)(u[:2], one_kind, torch.arange(2))
     assert value.item() == pytest.approx(reference_hashnet(u[:2].numpy(), one_kind.numpy(), 0.1, 1.0), rel=1e-10)
 
@@ -77,7 +77,7 @@ def test_hashnet_default_schedule_and_checkpoint_round_trip():
 def test_hashnet_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(2)
     loss = build_loss("hashnet", bits=16, num_classes=2, num_train=10)
-    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
+    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1]]
     start = torch.randn(6, 16)
     values = []
@@ -94,8 +94,15 @@ def test_hashnet_counts_one_step_per_batch_with_adaptive_weighting(digits_splits
     """Adaptive weighting evaluates every loss twice per step (probe, then update): still one step each."""
     from nhl.training import TrainConfig, Trainer
 
-    config = TrainConfig(loss="hashnet", lengths=(8, 16), adaptive=True, backbone="smallcnn",
-                         backbone_params={"width": 16}, batch_size=50, epochs=1)
+    config = TrainConfig(
+        loss="hashnet",
+        lengths=(8, 16),
+        adaptive=True,
+        backbone="smallcnn",
+        backbone_params={"width": 16},
+        batch_size=50,
+        epochs=1,
+    )
     trainer = Trainer(config, digits_splits.train, digits_splits.val, digits_splits.train, tmp_path, progress=False)
     trainer.train_epoch()
     trainer.save_checkpoint()

@@ -25,7 +25,7 @@ def reference_lcdsh(u, labels, lam):
             phi = sum(x * y for x, y in zip(b[i], b[j], strict=True)) / 2
             logistic += math.log(1 + math.exp(-s * theta))
             agreement += (sigmoid(theta) - sigmoid(phi)) ** 2
-    return logistic / n ** 2 + lam * agreement / n ** 2
+    return logistic / n**2 + lam * agreement / n**2
 
 
 def test_lcdsh_matches_pair_loop():
@@ -34,7 +34,7 @@ def test_lcdsh_matches_pair_loop():
     assert loss.quant_weight == 3.0 and not loss.uses_memory_bank and loss.pairwise
     u = torch.randn(4, 5, dtype=torch.float64)
     u[1, 2] = 0.0  # sign(0) counts as +1
-    labels = torch.tensor([[1., 0., 0.], [0., 1., 0.], [1., 1., 0.], [0., 0., 1.]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     value = loss(u, labels, torch.arange(4))
     assert value.item() == pytest.approx(reference_lcdsh(u.numpy(), labels.numpy(), 3.0), rel=1e-10)
 
@@ -42,7 +42,7 @@ def test_lcdsh_matches_pair_loop():
 def test_lcdsh_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
     torch.manual_seed(2)
     loss = build_loss("lcdsh", normalise=False, bits=16, num_classes=2, num_train=10)
-    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.], [-1.]])
+    codes = torch.where(torch.rand(1, 16) < 0.5, 1.0, -1.0) * torch.tensor([[1.0], [-1.0]])
     labels = torch.eye(2)[[0, 1, 0, 1, 0, 1]]
     start = torch.randn(6, 16)
     values = []

@@ -11,9 +11,7 @@ import torch
 from nhl.losses import build_length_losses, build_loss
 from nhl.losses.centers import min_pairwise_distance
 
-CENTERS = torch.tensor([[1., 1., -1., -1.],
-                        [1., -1., 1., -1.],
-                        [-1., 1., 1., 1.]])
+CENTERS = torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, 1.0, 1.0]])
 
 
 def log_sum_exp(values):
@@ -30,7 +28,7 @@ def reference_mdsh(u, labels, centers, scale, lam):
         lse = log_sum_exp(z)
         for c in range(len(z)):
             log_p = z[c] - lse
-            log_not_p = log_sum_exp(z[:c] + z[c + 1:]) - lse
+            log_not_p = log_sum_exp(z[:c] + z[c + 1 :]) - lse
             total += y[c] * log_p + (1 - y[c]) * log_not_p
             count += 1
     quant = np.mean((np.abs(u) - 1) ** 2)
@@ -40,10 +38,8 @@ def reference_mdsh(u, labels, centers, scale, lam):
 def test_mdsh_matches_loop_single_and_multi_label():
     loss = build_loss("mdsh", bits=4, num_classes=3, num_train=10, centers=CENTERS, quant_weight=0.5)
     assert loss.scale == 2.0 and loss.uses_centers and not loss.uses_memory_bank and not loss.pairwise
-    u = torch.tensor([[0.3, -1.2, 0.5, 2.0],
-                      [-0.7, 0.1, 1.5, -0.4],
-                      [1.1, 0.9, -0.2, 0.6]], dtype=torch.float64)
-    labels = torch.tensor([[1., 0., 0.], [0., 0., 1.], [1., 1., 0.]], dtype=torch.float64)
+    u = torch.tensor([[0.3, -1.2, 0.5, 2.0], [-0.7, 0.1, 1.5, -0.4], [1.1, 0.9, -0.2, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
     value = loss(u, labels, torch.arange(3))
     expected = reference_mdsh(u.numpy(), labels.numpy(), CENTERS.numpy(), 2.0, 0.5)
     assert value.item() == pytest.approx(expected, rel=1e-10)
@@ -70,7 +66,7 @@ def test_mdsh_default_centres_are_separated_and_seeded():
 
 def test_mdsh_nested_prefix_centres_are_prefixes():
     losses = build_length_losses("mdsh", [4, 8, 16], num_classes=5, num_train=10, centers="prefix", seed=1)
-    assert all(torch.equal(loss.centers, losses[-1].centers[:, :loss.bits]) for loss in losses)
+    assert all(torch.equal(loss.centers, losses[-1].centers[:, : loss.bits]) for loss in losses)
 
 
 def test_mdsh_gradient_reaches_u_and_loss_falls_toward_the_centre():

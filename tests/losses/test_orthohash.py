@@ -10,9 +10,7 @@ import torch
 
 from nhl.losses import build_loss
 
-CODES = torch.tensor([[1., 1., -1., -1.],
-                      [1., -1., 1., -1.],
-                      [-1., 1., 1., 1.]])
+CODES = torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, 1.0, 1.0]])
 
 
 def reference_orthohash(u, labels, codes, scale, margin, norm="rms", quant=0.0):
@@ -40,22 +38,34 @@ def reference_orthohash(u, labels, codes, scale, margin, norm="rms", quant=0.0):
     return sum(terms) / len(terms) + quant * sum(quants) / len(quants)
 
 
-U = torch.tensor([[0.3, -1.2, 0.5, 2.0],
-                  [-0.7, 0.1, 1.5, -0.4],
-                  [1.1, 0.9, -0.2, 0.6],
-                  [0.2, 0.4, -0.9, -1.3]], dtype=torch.float64)
-LABELS = torch.tensor([[1., 0., 0.],
-                       [0., 0., 1.],
-                       [1., 1., 0.],     # multi-label: target 1/2, 1/2
-                       [0., 0., 0.]],    # no label: left out of the mean
-                      dtype=torch.float64)
+U = torch.tensor(
+    [[0.3, -1.2, 0.5, 2.0], [-0.7, 0.1, 1.5, -0.4], [1.1, 0.9, -0.2, 0.6], [0.2, 0.4, -0.9, -1.3]], dtype=torch.float64
+)
+LABELS = torch.tensor(
+    [
+        [1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [1.0, 1.0, 0.0],  # multi-label: target 1/2, 1/2
+        [0.0, 0.0, 0.0],
+    ],  # no label: left out of the mean
+    dtype=torch.float64,
+)
 
 
 @pytest.mark.parametrize("norm", ["rms", "none"])
 @pytest.mark.parametrize("quant", [0.0, 0.3])
 def test_orthohash_matches_formula(norm, quant):
-    loss = build_loss("orthohash", bits=4, num_classes=3, num_train=10, centers=CODES, scale=5.0, margin=0.3,
-                      norm=norm, quant_weight=quant)
+    loss = build_loss(
+        "orthohash",
+        bits=4,
+        num_classes=3,
+        num_train=10,
+        centers=CODES,
+        scale=5.0,
+        margin=0.3,
+        norm=norm,
+        quant_weight=quant,
+    )
     expected = reference_orthohash(U.numpy(), LABELS.numpy(), CODES.numpy(), 5.0, 0.3, norm, quant)
     assert loss(U, LABELS, torch.arange(4)).item() == pytest.approx(expected, rel=1e-9)
 
@@ -66,7 +76,7 @@ def test_orthohash_defaults_and_bernoulli_codebook():
     assert loss.uses_centers and not loss.uses_memory_bank and not loss.pairwise
     codes = loss.centers.numpy()
     assert set(np.unique(codes)) == {-1.0, 1.0}
-    assert 0.35 < (codes > 0).mean() < 0.65            # fair coin flips
+    assert 0.35 < (codes > 0).mean() < 0.65  # fair coin flips
     same = build_loss("orthohash", bits=64, num_classes=10, num_train=10, seed=0).centers
     other = build_loss("orthohash", bits=64, num_classes=10, num_train=10, seed=1).centers
     assert torch.equal(same, loss.centers) and not torch.equal(other, loss.centers)
@@ -75,7 +85,7 @@ def test_orthohash_defaults_and_bernoulli_codebook():
 def test_rms_normalisation_never_changes_a_sign():
     torch.manual_seed(0)
     loss = build_loss("orthohash", bits=16, num_classes=3, num_train=10)
-    u = torch.randn(32, 16) + 0.7   # a per-bit offset: mean subtraction (BN) would flip some signs
+    u = torch.randn(32, 16) + 0.7  # a per-bit offset: mean subtraction (BN) would flip some signs
     assert torch.equal(loss.normalise(u).sign(), u.sign())
     assert not torch.equal((u - u.mean(0)).sign(), u.sign())
 

@@ -16,7 +16,7 @@ def _one_similar_pair_in_ten() -> torch.Tensor:
 
 def test_balanced_weight_of_one_similar_pair_in_ten_by_hand():
     similar = _one_similar_pair_in_ten()
-    weight = 1.0 - torch.eye(5)                      # batch pairs: the 20 ordered pairs i != j
+    weight = 1.0 - torch.eye(5)  # batch pairs: the 20 ordered pairs i != j
     balanced = balanced_weight(similar, weight)
     # 2 ordered similar pairs share 1/2: 1/4 each; 18 dissimilar pairs share 1/2: 1/36 each; diagonal 0
     expected = torch.full((5, 5), 1 / 36)
@@ -32,7 +32,7 @@ def test_balanced_weight_of_one_similar_pair_in_ten_by_hand():
 def test_balanced_weight_keeps_zero_weights_and_one_kind_batches():
     similar = _one_similar_pair_in_ten()
     weight = torch.ones(5, 5)
-    weight[:, 4] = 0.0                               # e.g. an unseen bank row
+    weight[:, 4] = 0.0  # e.g. an unseen bank row
     balanced = balanced_weight(similar, weight)
     assert torch.all(balanced[:, 4] == 0)
     assert balanced[similar].sum().item() == pytest.approx(0.5)
@@ -70,7 +70,10 @@ def test_dpsh_default_is_the_likelihood_of_normalised_codes_by_hand():
     # normalised: n0 = (1,1,1,1), n1 = (1,1,1,-1), n2 = -(1,1,1,1); theta = 8/4 * n_i . n_j
     # pairs (0,1) similar theta 4; (0,2) dissimilar theta -8; (1,2) dissimilar theta -4; each twice (ordered)
     import math
-    nll = lambda theta, s: math.log1p(math.exp(theta)) - s * theta
+
+    def nll(theta: float, s: int) -> float:
+        return math.log1p(math.exp(theta)) - s * theta
+
     expected = (2 * nll(4.0, 1) + 2 * nll(-8.0, 0) + 2 * nll(-4.0, 0)) / 6
     assert loss(u, labels, torch.arange(3)).item() == pytest.approx(expected, rel=1e-5)  # eps of the rms
 
@@ -102,7 +105,7 @@ def test_dbdh_clamps_only_raw_codes_by_default():
     assert raw.clamp is True
     v = u.detach().clone().requires_grad_(True)
     raw(v, torch.ones(1, 1), torch.zeros(1, dtype=torch.long)).backward()
-    assert v.grad[0, 0] == 0                       # clamped at 1: no gradient, as released
+    assert v.grad[0, 0] == 0  # clamped at 1: no gradient, as released
 
 
 def test_shrewd_default_takes_tanh_of_the_normalised_code_by_hand():
@@ -116,7 +119,7 @@ def test_shrewd_default_takes_tanh_of_the_normalised_code_by_hand():
     # different classes of the flat hierarchy: target 0.5; one level, so the loss is |d_z - 0.5|
     labels = torch.eye(2, dtype=torch.float64)
     expected = abs(6 * math.tanh(1.0) / 8 - 0.5)
-    assert loss(u, labels, torch.arange(2)).item() == pytest.approx(expected, rel=1e-4)   # eps of the rms
+    assert loss(u, labels, torch.arange(2)).item() == pytest.approx(expected, rel=1e-4)  # eps of the rms
     raw = build_loss("shrewd", bits=4, num_classes=2, num_train=2, kl_weight=0.0, normalise=False)
     raw_dz = (3 * (math.tanh(0.2) + math.tanh(4.0)) + abs(math.tanh(0.2) - math.tanh(4.0))) / 8
     assert raw(u, labels, torch.arange(2)).item() == pytest.approx(abs(raw_dz - 0.5))

@@ -59,8 +59,13 @@ def test_state_dict_carries_centres_and_banks(name):
     if loss.uses_memory_bank:
         assert (TRAIN, BITS) in shapes and (TRAIN, CLASSES) in shapes
     # a fresh instance (other seed where there is one) loaded from the state dict computes the same loss
-    fresh = build_loss(name, bits=BITS, num_classes=CLASSES, num_train=TRAIN,
-                       **({"seed": 9} if "seed" in nhl.losses.base.loss_hparams(name) else {}))
+    fresh = build_loss(
+        name,
+        bits=BITS,
+        num_classes=CLASSES,
+        num_train=TRAIN,
+        **({"seed": 9} if "seed" in nhl.losses.base.loss_hparams(name) else {}),
+    )
     fresh.load_state_dict(loss.state_dict())
     u2, labels2, index2 = batch(True, seed=3)
     assert fresh(u2, labels2, index2).item() == pytest.approx(loss(u2, labels2, index2).item())

@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from nhl.losses import build_loss
-from nhl.losses.semantic_centers import (center_distance_report, class_similarity_from_features,
-                                         class_similarity_from_probabilities, semantic_centers)
+from nhl.losses.semantic_centers import (
+    center_distance_report,
+    class_similarity_from_features,
+    class_similarity_from_probabilities,
+    semantic_centers,
+)
 from nhl.losses.shc import SHCLoss
 
 # 8 classes: two groups of four, plus a weaker link between classes 0 and 4
@@ -36,7 +40,7 @@ def objective(codes, lengths, floors, sim):
     for k, d in zip(lengths, floors, strict=True):
         for (a, b), h in pair_distances(codes, k).items():
             gap = h - (d + (k / 2 - d) * (1 - sim[a, b]))
-            total += (gap ** 2 if gap < 0 else sim[a, b] * gap ** 2) / k ** 2
+            total += (gap**2 if gap < 0 else sim[a, b] * gap**2) / k**2
     return total
 
 
@@ -52,6 +56,7 @@ def test_related_classes_end_closer_with_the_minimum_distance_at_every_length():
         assert intra < inter, (k, intra, inter)
     # the initial well-spread centres score worse on the objective the search descends
     from nhl.losses.centers import prefix_consistent_centers
+
     init = prefix_consistent_centers(8, lengths, seed=0).numpy()
     floors = [2, 4, 8]
     assert objective(table, lengths, floors, SIM) < objective(init, lengths, floors, SIM)
@@ -65,7 +70,7 @@ def test_nested_centres_are_prefixes_and_the_report_sees_it():
         dist = pair_distances(table.numpy(), k)
         assert report[k]["min"] == min(dist.values())
         assert report[k]["mean"] == pytest.approx(np.mean(list(dist.values())))
-        assert report[k]["similarity_corr"] < 0          # similar classes are closer
+        assert report[k]["similarity_corr"] < 0  # similar classes are closer
     # nested losses built from the table see its prefixes; a given table is used as-is
     for k in lengths:
         loss = build_loss("shc", bits=k, num_classes=8, num_train=4, centers=table[:, :k].clone())
@@ -78,9 +83,9 @@ def test_without_similarity_the_well_spread_initial_centres_are_kept():
     loss = build_loss("shc", bits=16, num_classes=10, num_train=4)
     assert torch.equal(loss.centers, prefix_consistent_centers(10, [16], seed=0))
     dist = pair_distances(loss.centers.numpy(), 16)
-    assert min(dist.values()) >= 8           # nothing pulls unrelated classes together
+    assert min(dist.values()) >= 8  # nothing pulls unrelated classes together
     again = build_loss("shc", bits=16, num_classes=10, num_train=4)
-    assert torch.equal(again.centers, loss.centers)      # deterministic for a seed
+    assert torch.equal(again.centers, loss.centers)  # deterministic for a seed
 
 
 def test_a_hierarchy_name_gives_the_similarity():
@@ -103,7 +108,7 @@ def test_similarity_from_probabilities_matches_a_hand_computation():
 
 def test_similarity_from_features_finds_the_overlapping_classes():
     rng = np.random.default_rng(0)
-    means = np.array([[0.0, 0.0], [0.8, 0.0], [8.0, 8.0]])       # classes 0 and 1 overlap, 2 apart
+    means = np.array([[0.0, 0.0], [0.8, 0.0], [8.0, 8.0]])  # classes 0 and 1 overlap, 2 apart
     target = np.repeat([0, 1, 2], 40)
     features = means[target] + rng.normal(size=(120, 2))
     sim = class_similarity_from_features(features, np.eye(3)[target], folds=4)

@@ -45,7 +45,7 @@ def reference_shrewd(u, labels, scale, kl_weight, eps, balance):
     for i in range(n):
         nu_sq = sum((z[i, b] - (1 if z[i, b] >= 0 else -1)) ** 2 for b in range(k))
         rho_sq = min(sum((z[i, b] - z[j, b]) ** 2 for b in range(k)) for j in range(n) if j != i)
-        kl.append(0.5 * (math.log(nu_sq + eps ** 2) - math.log(rho_sq + eps ** 2)))
+        kl.append(0.5 * (math.log(nu_sq + eps**2) - math.log(rho_sq + eps**2)))
     return sem_loss + kl_weight * np.mean(kl)
 
 
@@ -56,24 +56,43 @@ def toy(tmp_path):
     return str(path)
 
 
-U = torch.tensor([[0.3, -1.2, 0.5, 2.0],
-                  [-0.7, 0.1, 1.5, -0.4],
-                  [1.1, 0.9, -0.2, 0.6],
-                  [0.2, 0.4, -0.9, -1.3],
-                  [0.8, -0.5, 0.3, 0.1]], dtype=torch.float64)
-LABELS = torch.tensor([[1, 0, 0, 0],
-                       [0, 1, 0, 0],
-                       [0, 0, 1, 1],     # multi-label: the closest of its labels counts
-                       [0, 0, 0, 1],
-                       [0, 0, 0, 0]],    # no label: in no semantic pair, still in the KL term
-                      dtype=torch.float64)
+U = torch.tensor(
+    [
+        [0.3, -1.2, 0.5, 2.0],
+        [-0.7, 0.1, 1.5, -0.4],
+        [1.1, 0.9, -0.2, 0.6],
+        [0.2, 0.4, -0.9, -1.3],
+        [0.8, -0.5, 0.3, 0.1],
+    ],
+    dtype=torch.float64,
+)
+LABELS = torch.tensor(
+    [
+        [1, 0, 0, 0],
+        [0, 1, 0, 0],
+        [0, 0, 1, 1],  # multi-label: the closest of its labels counts
+        [0, 0, 0, 1],
+        [0, 0, 0, 0],
+    ],  # no label: in no semantic pair, still in the KL term
+    dtype=torch.float64,
+)
 
 
 @pytest.mark.parametrize("balance", [True, False])
 @pytest.mark.parametrize("kl_weight", [0.0, 0.3])
 def test_shrewd_matches_pair_loop(toy, balance, kl_weight):
-    loss = build_loss("shrewd", normalise=False, bits=4, num_classes=4, num_train=10, hierarchy=toy, distance_scale=0.6,
-                      kl_weight=kl_weight, eps=0.05, balance_pairs=balance)
+    loss = build_loss(
+        "shrewd",
+        normalise=False,
+        bits=4,
+        num_classes=4,
+        num_train=10,
+        hierarchy=toy,
+        distance_scale=0.6,
+        kl_weight=kl_weight,
+        eps=0.05,
+        balance_pairs=balance,
+    )
     expected = reference_shrewd(U.numpy(), LABELS.numpy(), 0.6, kl_weight, 0.05, balance)
     assert loss(U, LABELS, torch.arange(5)).item() == pytest.approx(expected, rel=1e-10)
 
@@ -108,7 +127,7 @@ def test_shrewd_gradient_reaches_u_and_loss_falls_toward_ideal_codes():
 
 def test_identical_codes_and_saturated_outputs_stay_finite():
     loss = build_loss("shrewd", normalise=False, bits=8, num_classes=2, num_train=10)
-    u = torch.full((3, 8), 30.0, requires_grad=True)     # tanh == 1 exactly; all codes equal
+    u = torch.full((3, 8), 30.0, requires_grad=True)  # tanh == 1 exactly; all codes equal
     value = loss(u, torch.eye(2)[[0, 0, 1]], torch.arange(3))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(u.grad).all()

@@ -14,14 +14,28 @@ import torch
 from torch import nn
 
 from nhl.models import backbones
-from nhl.models.backbones import (BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone,
-                                  efficientnet_lite0_weights_file, list_backbones, register_backbone)
+from nhl.models.backbones import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    build_backbone,
+    efficientnet_lite0_weights_file,
+    list_backbones,
+    register_backbone,
+)
 
 # Small inputs keep the big ImageNet networks cheap on CPU: the resnets, AlexNet and VGG-16
 # (adaptive pooling) and EfficientNet all accept 64 px; smallcnn is tested at the digits' 8 px.
 TEST_SIZE = {"smallcnn": 8}
-EXPECTED_DIM = {"smallcnn": 256, "resnet18": 512, "resnet50": 2048, "alexnet": 4096, "vgg16": 4096,
-                "efficientnet_lite0": 1280}
+EXPECTED_DIM = {
+    "smallcnn": 256,
+    "resnet18": 512,
+    "resnet50": 2048,
+    "alexnet": 4096,
+    "vgg16": 4096,
+    "efficientnet_lite0": 1280,
+}
 COLOUR = [name for name in list_backbones() if name != "smallcnn"]
 
 _cache: dict[str, Backbone] = {}
@@ -113,7 +127,7 @@ def test_eval_features_of_one_image_equal_its_features_in_a_batch(name):
     x = torch.rand(4, 3, size, size)
     with torch.no_grad():
         batch = model(x)
-        single = torch.cat([model(x[i:i + 1]) for i in range(4)])
+        single = torch.cat([model(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(single, batch, rtol=1e-4, atol=1e-5)
 
 
@@ -135,9 +149,15 @@ def test_register_backbone_adds_a_name_and_warns_on_a_duplicate(monkeypatch):
 
     @register_backbone("tiny")
     def tiny(in_channels=3, pretrained=False, *, width: int = 4):
-        return Backbone(nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                        feature_dim=width, input_size=8, in_channels=in_channels, body_channels=in_channels,
-                        mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
+        return Backbone(
+            nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            feature_dim=width,
+            input_size=8,
+            in_channels=in_channels,
+            body_channels=in_channels,
+            mean=(0.5,) * in_channels,
+            std=(0.5,) * in_channels,
+        )
 
     assert "tiny" in list_backbones()
     assert build_backbone("tiny", in_channels=1, width=5)(torch.rand(2, 1, 8, 8)).shape == (2, 5)

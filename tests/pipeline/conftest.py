@@ -30,8 +30,15 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
-    "data": {"dataset": "digits", "protocol": "digits", "query": None, "train": None, "val": None,
-             "train_in_database": None, "validate_sample": 8},
+    "data": {
+        "dataset": "digits",
+        "protocol": "digits",
+        "query": None,
+        "train": None,
+        "val": None,
+        "train_in_database": None,
+        "validate_sample": 8,
+    },
     "train": {"epochs": 1, "backbone_params": {"width": 8}, "lengths": [8, 16], "batch_size": 64},
     "models": {"losses": ["csq", "dpn"], "variants": ["baseline-8", "nhl-full"]},
     "evaluate": {"pr_lengths": [8, 16]},
@@ -48,16 +55,24 @@ class Project:
     def env(self) -> dict[str, str]:
         from nhl.orchestration import dvc_env
 
-        return dvc_env({
-            "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlruns.db'}",
-            "PYTHONPATH": str(self.root),      # stages import this copy's nhl/, the one DVC hashes
-            "NHL_PIPELINE_RUN": "",
-        })
+        return dvc_env(
+            {
+                "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlruns.db'}",
+                "PYTHONPATH": str(self.root),  # stages import this copy's nhl/, the one DVC hashes
+                "NHL_PIPELINE_RUN": "",
+            }
+        )
 
     def dvc(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run `dvc *args` here; with `check`, a failure raises showing DVC's output."""
-        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"dvc {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done
@@ -68,15 +83,17 @@ class Project:
     def set_params(self, params: dict) -> None:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    def copy(self, dest: Path) -> "Project":
+    def copy(self, dest: Path) -> Project:
         """A full copy (git, DVC cache, outputs, MLflow store) at `dest`, file times kept."""
         shutil.copytree(self.root, dest, symlinks=True)
         return Project(dest)
 
 
 def _merge(base: dict, changes: dict) -> dict:
-    return {key: ({**value, **changes[key]} if isinstance(value, dict) and key in changes else value)
-            for key, value in base.items()}
+    return {
+        key: ({**value, **changes[key]} if isinstance(value, dict) and key in changes else value)
+        for key, value in base.items()
+    }
 
 
 def make_tiny_project(dest: Path) -> Project:
@@ -92,7 +109,7 @@ def make_tiny_project(dest: Path) -> Project:
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     project.dvc("init", "-q")
     project.dvc("config", "core.analytics", "false")
-    if (ROOT / ".dvc/plots").is_dir():   # the custom plot templates dvc.yaml names
+    if (ROOT / ".dvc/plots").is_dir():  # the custom plot templates dvc.yaml names
         shutil.copytree(ROOT / ".dvc/plots", dest / ".dvc/plots", dirs_exist_ok=True)
     return project
 

@@ -33,8 +33,18 @@ def stages(tmp_path_factory):
 
 
 def _params(path: Path, **data) -> Path:
-    base = {"dataset": "digits", "root": None, "options": {}, "protocol": "digits", "seed": 0,
-            "query": None, "train": None, "val": None, "train_in_database": None, "validate_sample": 8}
+    base = {
+        "dataset": "digits",
+        "root": None,
+        "options": {},
+        "protocol": "digits",
+        "seed": 0,
+        "query": None,
+        "train": None,
+        "val": None,
+        "train_in_database": None,
+        "validate_sample": 8,
+    }
     path.write_text(yaml.safe_dump({"data": {**base, **data}}))
     return path
 
@@ -47,7 +57,9 @@ def digits_run(stages, tmp_path_factory):
     codes = [
         stages["fetch"].main(["--params", str(params), "--out", str(tmp / "raw")]),
         stages["split"].main(["--params", str(params), "--raw", str(tmp / "raw"), "--out", str(tmp / "splits")]),
-        stages["validate"].main(["--params", str(params), "--manifest", str(tmp / "splits"), "--out", str(tmp / "report")]),
+        stages["validate"].main(
+            ["--params", str(params), "--manifest", str(tmp / "splits"), "--out", str(tmp / "report")]
+        ),
     ]
     return tmp, codes
 
@@ -72,10 +84,15 @@ def test_split_is_deterministic_and_seeded(stages, digits_run, tmp_path):
     tmp, _ = digits_run
     first = (tmp / "splits/manifest.csv").read_bytes()
     params = _params(tmp_path / "p.yaml")
-    assert stages["split"].main(["--params", str(params), "--raw", str(tmp / "raw"), "--out", str(tmp_path / "again")]) == 0
+    assert (
+        stages["split"].main(["--params", str(params), "--raw", str(tmp / "raw"), "--out", str(tmp_path / "again")])
+        == 0
+    )
     assert (tmp_path / "again/manifest.csv").read_bytes() == first
     other = _params(tmp_path / "q.yaml", seed=1)
-    assert stages["split"].main(["--params", str(other), "--raw", str(tmp / "raw"), "--out", str(tmp_path / "other")]) == 0
+    assert (
+        stages["split"].main(["--params", str(other), "--raw", str(tmp / "raw"), "--out", str(tmp_path / "other")]) == 0
+    )
     assert (tmp_path / "other/manifest.csv").read_bytes() != first
 
 
@@ -99,13 +116,19 @@ def _assert_failed(capsys, code, fragment, *absent):
 def test_fetch_failures_write_nothing(stages, tmp_path, capsys):
     fetch = stages["fetch"].main
     out = tmp_path / "raw"
-    _assert_failed(capsys, fetch(["--params", str(_params(tmp_path / "a.yaml", dataset="mnist")), "--out", str(out)]),
-                   "unknown dataset 'mnist'", out)
+    _assert_failed(
+        capsys,
+        fetch(["--params", str(_params(tmp_path / "a.yaml", dataset="mnist")), "--out", str(out)]),
+        "unknown dataset 'mnist'",
+        out,
+    )
     cifar = _params(tmp_path / "b.yaml", dataset="cifar10", root=str(tmp_path / "ext"))
     _assert_failed(capsys, fetch(["--params", str(cifar), "--out", str(out)]), "CIFAR-10 files missing", out)
     _assert_failed(capsys, fetch(["--params", str(tmp_path / "none.yaml"), "--out", str(out)]), "not found", out)
     (tmp_path / "empty.yaml").write_text("train: {}\n")
-    _assert_failed(capsys, fetch(["--params", str(tmp_path / "empty.yaml"), "--out", str(out)]), "no `data` section", out)
+    _assert_failed(
+        capsys, fetch(["--params", str(tmp_path / "empty.yaml"), "--out", str(out)]), "no `data` section", out
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b.yaml", "empty.yaml"]
 
 
@@ -133,13 +156,19 @@ def test_split_failures_leave_the_previous_output(stages, digits_run, tmp_path, 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "good.yaml", "splits"]
     fresh = tmp_path / "fresh"
-    _assert_failed(capsys, stages["split"].main(["--params", str(bad), "--raw", str(tmp / "raw"), "--out", str(fresh)]),
-                   fragment, fresh)
+    _assert_failed(
+        capsys,
+        stages["split"].main(["--params", str(bad), "--raw", str(tmp / "raw"), "--out", str(fresh)]),
+        fragment,
+        fresh,
+    )
 
 
 def test_validate_without_manifest_writes_nothing(stages, tmp_path, capsys):
     out = tmp_path / "report"
-    code = stages["validate"].main(["--params", str(_params(tmp_path / "p.yaml")), "--manifest", str(tmp_path / "x"), "--out", str(out)])
+    code = stages["validate"].main(
+        ["--params", str(_params(tmp_path / "p.yaml")), "--manifest", str(tmp_path / "x"), "--out", str(out)]
+    )
     _assert_failed(capsys, code, "not found", out)
 
 
@@ -150,7 +179,9 @@ def test_validate_failure_still_writes_the_report(stages, digits_run, tmp_path, 
     text = (tmp / "splits/manifest.csv").read_text().splitlines()
     (broken / "manifest.csv").write_text("\n".join(text[:-1]) + "\n")  # drop the last database row
     (broken / "manifest.json").write_text((tmp / "splits/manifest.json").read_text())
-    code = stages["validate"].main(["--params", str(_params(tmp_path / "p.yaml")), "--manifest", str(broken), "--out", str(tmp_path / "report")])
+    code = stages["validate"].main(
+        ["--params", str(_params(tmp_path / "p.yaml")), "--manifest", str(broken), "--out", str(tmp_path / "report")]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "database has 1097 rows as protocol digits says" in err and "content hash matches manifest.json" in err
@@ -166,11 +197,30 @@ def test_imagelist_end_to_end_reports_missing_images(stages, tmp_path):
             Image.fromarray(np.full((4, 4, 3), n, dtype=np.uint8)).save(images / f"{n}.png")
         lines.append(f"{n}.png " + " ".join("1" if c == n % 4 else "0" for c in range(4)))
     (images / "list.txt").write_text("\n".join(lines) + "\n")
-    params = _params(tmp_path / "p.yaml", dataset="imagelist", root=str(images), protocol="coco",
-                     options={"lists": "list.txt", "allow_missing": True}, query=4, train=8, val=4, validate_sample=4)
+    params = _params(
+        tmp_path / "p.yaml",
+        dataset="imagelist",
+        root=str(images),
+        protocol="coco",
+        options={"lists": "list.txt", "allow_missing": True},
+        query=4,
+        train=8,
+        val=4,
+        validate_sample=4,
+    )
     assert stages["fetch"].main(["--params", str(params), "--out", str(tmp_path / "raw")]) == 0
-    assert stages["split"].main(["--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "splits")]) == 0
-    assert stages["validate"].main(["--params", str(params), "--manifest", str(tmp_path / "splits"), "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        stages["split"].main(
+            ["--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "splits")]
+        )
+        == 0
+    )
+    assert (
+        stages["validate"].main(
+            ["--params", str(params), "--manifest", str(tmp_path / "splits"), "--out", str(tmp_path / "rep")]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "rep/result.json").read_text())
     assert result["missing_images"] == {"count": 4, "paths": ["3.png", "13.png", "23.png", "33.png"]}
     assert result["sizes"] == {"train": 8, "val": 4, "query": 4, "database": 32}

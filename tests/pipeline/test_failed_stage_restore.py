@@ -21,12 +21,12 @@ def test_after_a_failed_fetch_dvc_checkout_brings_back_the_previous_data(built_p
     before = _files(raw)
     assert {"images.npy", "labels.npy"} <= set(before)
     params = project.params()
-    params["data"]["options"] = {"no_such_option": 1}      # fetch rejects it: bad input, exit 2
+    params["data"]["options"] = {"no_such_option": 1}  # fetch rejects it: bad input, exit 2
     project.set_params(params)
 
     done = project.dvc("repro", "fetch", check=False)
     assert done.returncode != 0
-    assert not raw.exists()                  # DVC removed the previous output before running the stage
+    assert not raw.exists()  # DVC removed the previous output before running the stage
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("fetch: error:")]
     assert len(errors) == 1 and "no_such_option" in errors[0]
     assert errors[0].endswith(HINT.format(stage="fetch"))
@@ -53,10 +53,12 @@ def test_a_stage_run_by_hand_gives_no_hint(tmp_path, monkeypatch, capsys):
 
 
 def test_the_flow_failure_ends_with_the_restore_command():
-    output = ("Running stage 'train@csq-nhl-full':\n> python pipelines/train.py --loss csq --variant nhl-full\n"
-              "train: error: train.epochs: expected a positive integer, got 0\n"
-              "ERROR: failed to reproduce 'train@csq-nhl-full': failed to run: python pipelines/train.py "
-              "--loss csq --variant nhl-full, exited with 2\n")
+    output = (
+        "Running stage 'train@csq-nhl-full':\n> python pipelines/train.py --loss csq --variant nhl-full\n"
+        "train: error: train.epochs: expected a positive integer, got 0\n"
+        "ERROR: failed to reproduce 'train@csq-nhl-full': failed to run: python pipelines/train.py "
+        "--loss csq --variant nhl-full, exited with 2\n"
+    )
     message = str(StageFailed(["evaluate@csq-nhl-full"], 1, output))
     assert message.splitlines()[0] == "dvc repro evaluate@csq-nhl-full: stage 'train@csq-nhl-full' exited with 2"
     assert message.splitlines()[-1].endswith(HINT.format(stage="train@csq-nhl-full"))

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -27,7 +27,7 @@ README = ROOT / "README.md"
 
 NOT_RUN = {
     "make run": "creates .venv and installs nhl before `dvc repro` of the full default pipeline; "
-                "the pipeline itself runs below as `nhl run`",
+    "the pipeline itself runs below as `nhl run`",
     "make test": "runs this test suite",
     "make claims": "trains the 456 models of the claims plan (hours)",
     "make claims CLAIMS_ARGS=--dry-run": "make installs .venv first; the recipe line is parsed instead",
@@ -38,8 +38,9 @@ NOT_RUN = {
     "'<host:port>' pipelines/train.py --loss csq --variant nhl-full": "needs two machines",
     "cp params/cifar10.yaml params.yaml": "switches the project to the GPU protocol of the next command",
     "git commit -qam 'claims: the paper protocol'": "commits that switch",
-    "python pipelines/claims.py --params params/claims.yaml --tier paper":
-        "needs a GPU, the CIFAR-10 batches and ResNet-50 weights, and hours",
+    "python pipelines/claims.py --params params/claims.yaml --tier paper": (
+        "needs a GPU, the CIFAR-10 batches and ResNet-50 weights, and hours"
+    ),
 }
 # Run before the others: they reproduce or read the pipeline (and `nhl schedule --once` registers the
 # champion the registry commands use), while the others rewrite DVC-tracked outputs outside DVC
@@ -47,7 +48,7 @@ NOT_RUN = {
 FIRST = ("nhl run", "nhl schedule --once", "dvc metrics show", "dvc params diff", "dvc plots show --json")
 # The README's names for things the tiny project (digits, not mnist5k) names otherwise.
 MAPPED = {"models:/nhl-mnist5k-csq@champion": "models:/nhl-digits-csq@champion", "nhl-mnist5k-csq": "nhl-digits-csq"}
-QUERY_IMAGES = ("path/to/image.png", "img.png")       # written into the project from its digits
+QUERY_IMAGES = ("path/to/image.png", "img.png")  # written into the project from its digits
 # Placeholders the reader fills in, filled in for parsing.
 PLACEHOLDERS = {"<0|1>": "0", "<host:port>": "node0:29500"}
 # What a run must print (a regular expression searched in its stdout), beyond exiting with 0.
@@ -88,11 +89,12 @@ COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
 # --------------------------------------------------------------------------- parsing, per program
 
+
 def _fail_unless_parsed(parse: Callable[[], object], command: str, capsys) -> None:
     try:
         parse()
     except SystemExit as exit_:
-        if exit_.code not in (0, None):      # 0: --help
+        if exit_.code not in (0, None):  # 0: --help
             pytest.fail(f"README command does not parse: {command}\n{capsys.readouterr().err}")
 
 
@@ -145,7 +147,7 @@ def _parse_make(args: list[str], command: str, capsys) -> None:
         words = shlex.split(line)
         scripts = [i for i, word in enumerate(words) if re.fullmatch(r"pipelines/\w+\.py", word)]
         if scripts:
-            _parse_python(words[scripts[0]:], f"{command} (recipe: {line})", capsys)
+            _parse_python(words[scripts[0] :], f"{command} (recipe: {line})", capsys)
 
 
 def _parse_cp(args: list[str], command: str, capsys) -> None:
@@ -153,21 +155,30 @@ def _parse_cp(args: list[str], command: str, capsys) -> None:
 
 
 PARSERS: dict[str, Callable[[list[str], str, object], None]] = {
-    "nhl": _parse_nhl, "dvc": _parse_dvc, "python": _parse_python, ".venv/bin/python": _parse_python,
-    "torchrun": _parse_torchrun, "make": _parse_make, "cp": _parse_cp,
-    "git": lambda args, command, capsys: None,    # plain git
+    "nhl": _parse_nhl,
+    "dvc": _parse_dvc,
+    "python": _parse_python,
+    ".venv/bin/python": _parse_python,
+    "torchrun": _parse_torchrun,
+    "make": _parse_make,
+    "cp": _parse_cp,
+    "git": lambda args, command, capsys: None,  # plain git
 }
 # How each program is started in the test: this interpreter, so the project's own packages run.
 LAUNCH = {
-    "nhl": [sys.executable, "-m", "nhl.cli"], "dvc": [sys.executable, "-m", "dvc"],
-    "python": [sys.executable], ".venv/bin/python": [sys.executable],
+    "nhl": [sys.executable, "-m", "nhl.cli"],
+    "dvc": [sys.executable, "-m", "dvc"],
+    "python": [sys.executable],
+    ".venv/bin/python": [sys.executable],
     "torchrun": [sys.executable, "-m", "torch.distributed.run"],
 }
 
 
 def test_the_readme_has_shell_commands_and_the_lists_name_only_readme_commands():
-    assert len(COMMANDS) >= 25 and "nhl encode --model models/csq-nhl-full.pt --manifest data/splits " \
-                                   "--out codes.npz" in COMMANDS
+    assert (
+        len(COMMANDS) >= 25
+        and "nhl encode --model models/csq-nhl-full.pt --manifest data/splits --out codes.npz" in COMMANDS
+    )
     assert not set(NOT_RUN) - set(COMMANDS), "NOT_RUN names commands the README no longer has"
     assert not set(FIRST) - set(COMMANDS), "FIRST names commands the README no longer has"
 
@@ -180,6 +191,7 @@ def test_readme_command_parses(command, capsys):
 
 
 # --------------------------------------------------------------------------- running
+
 
 def _mapped(command: str) -> list[str]:
     return [MAPPED.get(word, word) for word in shlex.split(command)]
@@ -203,7 +215,7 @@ def readme_project(built_project, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)   # on top of the project's build; about 17 process starts (minutes on 2 busy cores)
+@pytest.mark.timeout(1800)  # on top of the project's build; about 17 process starts (minutes on 2 busy cores)
 def test_readme_commands_run_in_the_tiny_project(readme_project):
     """Every README command not in NOT_RUN exits 0 there and prints what it should."""
     runnable = [c for c in COMMANDS if c not in NOT_RUN]
@@ -215,12 +227,15 @@ def test_readme_commands_run_in_the_tiny_project(readme_project):
         program, *args = _mapped(command)
         assert program in LAUNCH, f"no way to run {program!r}: list the command in NOT_RUN or add it to LAUNCH"
         start = time.monotonic()
-        done = subprocess.run([*LAUNCH[program], *args], cwd=readme_project.root, env=env,
-                              capture_output=True, text=True, timeout=600)
-        print(f"{time.monotonic() - start:6.1f} s  exit {done.returncode}  {command}")   # shown with -s or on failure
+        done = subprocess.run(
+            [*LAUNCH[program], *args], cwd=readme_project.root, env=env, capture_output=True, text=True, timeout=600
+        )
+        print(f"{time.monotonic() - start:6.1f} s  exit {done.returncode}  {command}")  # shown with -s or on failure
         expected = next((p for prefix, p in PRINTS.items() if command.startswith(prefix)), None)
         if done.returncode != 0 or (expected and not re.search(expected, done.stdout, re.M)):
-            failures.append(f"$ {command}\nexit {done.returncode}, expected output {expected!r}\n"
-                            f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}")
+            failures.append(
+                f"$ {command}\nexit {done.returncode}, expected output {expected!r}\n"
+                f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
+            )
     assert not failures, "README commands that failed in the tiny project:\n\n" + "\n\n".join(failures)
     assert (readme_project.root / "codes.npz").is_file()

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-MODELS = ("csq-baseline-8", "csq-nhl-full", "dpn-baseline-8", "dpn-nhl-full")   # conftest's tiny project
+MODELS = ("csq-baseline-8", "csq-nhl-full", "dpn-baseline-8", "dpn-nhl-full")  # conftest's tiny project
 BITS = {"csq-baseline-8": ["8"], "csq-nhl-full": ["8", "16"], "dpn-baseline-8": ["8"], "dpn-nhl-full": ["8", "16"]}
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
-ALWAYS = {"scan": ["always changed"]}   # `dvc status` of a pipeline with nothing to do
+ALWAYS = {"scan": ["always changed"]}  # `dvc status` of a pipeline with nothing to do
 
 
 def _stages(project) -> list[str]:
@@ -46,7 +46,7 @@ def test_repro_runs_every_stage_once_and_writes_every_output(built):
     stages = _stages(project)
     expected = ["fetch", "split", "validate"] + [f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS]
     assert set(expected) <= set(stages)
-    assert sorted(RUNNING.findall(built.output)) == sorted(stages)   # each stage ran, once
+    assert sorted(RUNNING.findall(built.output)) == sorted(stages)  # each stage ran, once
     assert json.loads((root / "reports/validation/result.json").read_text())["success"] is True
     for model, bits in BITS.items():
         assert (root / f"models/{model}.pt").stat().st_size > 0
@@ -63,10 +63,10 @@ def test_repro_runs_every_stage_once_and_writes_every_output(built):
         pr = (root / f"plots/pr/{model}.csv").read_text().splitlines()
         assert pr[0] == "bits,radius,precision,recall" and len(pr) > 1
         assert json.loads((root / f"plots/history/{model}.json").read_text())[0]["epoch"] == 1
-    if "report" in stages:   # the report stage, once dvc.yaml has it
+    if "report" in stages:  # the report stage, once dvc.yaml has it
         assert (root / "reports/comparison.md").read_text().strip()
     assert _leftovers(root) == []
-    assert list((root / "models").glob("checkpoints/*/*")) == []   # removed once each model was saved
+    assert list((root / "models").glob("checkpoints/*/*")) == []  # removed once each model was saved
 
 
 def test_mlflow_holds_one_run_per_model_and_the_logged_model_encodes(built_project, monkeypatch):
@@ -92,13 +92,13 @@ def test_mlflow_holds_one_run_per_model_and_the_logged_model_encodes(built_proje
         assert run.info.status == "FINISHED"
         record = json.loads((root / f"metrics/{model}.json").read_text())
         assert record["mlflow_run_id"] == run.info.run_id
-        for bits in BITS[model]:   # evaluation's metrics went to the training run
+        for bits in BITS[model]:  # evaluation's metrics went to the training run
             assert run.data.metrics[f"map_{bits}"] == pytest.approx(record["bits"][bits]["map"])
         assert "train_loss" in run.data.metrics
         logged = load_logged_model(run.info.run_id, project_root=root)
         saved, _ = load_hasher(root / f"models/{model}.pt")
         with torch.no_grad():
-            raw = max(logged(batch), key=lambda out: out.shape[-1])   # the logged file, rebuilt by load_hasher
+            raw = max(logged(batch), key=lambda out: out.shape[-1])  # the logged file, rebuilt by load_hasher
             reference = max(saved(batch), key=lambda out: out.shape[-1])
         assert raw.shape == (5, int(BITS[model][-1]))
         torch.testing.assert_close(raw, reference)
@@ -116,12 +116,12 @@ def _nhl(*argv: str) -> argparse.Namespace:
 def test_second_repro_runs_nothing(built_project, monkeypatch, capfd):
     from nhl.commands import run
 
-    assert json.loads(built_project.dvc("status", "--json").stdout) == ALWAYS   # only the scan stage
+    assert json.loads(built_project.dvc("status", "--json").stdout) == ALWAYS  # only the scan stage
     monkeypatch.chdir(built_project.root)
     for name in ("MLFLOW_TRACKING_URI", "PYTHONPATH"):
         monkeypatch.setenv(name, built_project.env[name])
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")   # `nhl run` puts the interpreter's bin first itself
-    assert run.run(_nhl("run")) == 0              # `nhl run` = `dvc repro` with the project's environment
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # `nhl run` puts the interpreter's bin first itself
+    assert run.run(_nhl("run")) == 0  # `nhl run` = `dvc repro` with the project's environment
     output = "".join(capfd.readouterr())
     assert RUNNING.findall(output) == ["scan"] and "Stage 'fetch' didn't change, skipping" in output
 
@@ -129,8 +129,12 @@ def test_second_repro_runs_nothing(built_project, monkeypatch, capfd):
 def test_nhl_run_hands_every_argument_to_dvc_repro():
     from nhl.commands.run import repro_command
 
-    for argv, passed in [(["run"], []), (["run", "--force", "train@csq-nhl-full"], ["--force", "train@csq-nhl-full"]),
-                         (["run", "-s", "-f", "report"], ["-s", "-f", "report"]), (["run", "-h"], ["-h"])]:
+    for argv, passed in [
+        (["run"], []),
+        (["run", "--force", "train@csq-nhl-full"], ["--force", "train@csq-nhl-full"]),
+        (["run", "-s", "-f", "report"], ["-s", "-f", "report"]),
+        (["run", "-h"], ["-h"]),
+    ]:
         args = _nhl(*argv)
         assert args.dvc_args == passed
         assert repro_command(args.dvc_args) == [sys.executable, "-m", "dvc", "repro", *passed]
@@ -153,20 +157,22 @@ def test_a_loss_hyperparameter_dirties_only_that_loss_stages(built_project, tmp_
     status = json.loads(project.dvc("status", "--json").stdout)
     expected = {"train@csq-baseline-8", "train@csq-nhl-full"}
     if "report" in _stages(project):
-        expected.add("report")   # it reads the whole `losses` section
-    assert set(status) == expected   # evaluate@csq-* follow once their model changes
+        expected.add("report")  # it reads the whole `losses` section
+    assert set(status) == expected  # evaluate@csq-* follow once their model changes
     for model in ("csq-baseline-8", "csq-nhl-full"):
         assert status[f"train@{model}"] == [{"changed deps": {"params.yaml": {"losses.csq": "modified"}}}]
 
 
 def _open_mlflow_runs(db: Path, model: str) -> int:
     """How many of the model's MLflow runs are still open (status RUNNING); -1 if the store is busy."""
-    query = ("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-             "WHERE t.key = 'nhl.model_id' AND t.value = ? AND r.status = 'RUNNING'")
+    query = (
+        "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE t.key = 'nhl.model_id' AND t.value = ? AND r.status = 'RUNNING'"
+    )
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
             return con.execute(query, (model,)).fetchone()[0]
-    except sqlite3.OperationalError:   # locked by the writer
+    except sqlite3.OperationalError:  # locked by the writer
         return -1
 
 
@@ -188,8 +194,14 @@ def test_killed_repro_leaves_no_half_written_output_and_the_next_repro_completes
     root = project.root
     old_model = (root / "models/csq-baseline-8.pt").read_bytes()
     _set_quant_weight(project, 0.01)
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=project.env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for_training(root / "mlruns.db", "csq-baseline-8", process)
         time.sleep(0.5)
@@ -197,7 +209,7 @@ def test_killed_repro_leaves_no_half_written_output_and_the_next_repro_completes
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert _open_mlflow_runs(root / "mlruns.db", "csq-baseline-8") == 1   # killed before its run was closed
+    assert _open_mlflow_runs(root / "mlruns.db", "csq-baseline-8") == 1  # killed before its run was closed
     # No output half-written: every model file present is complete, and no temporary file is left
     # beside the outputs (the checkpoint directory may hold the last *complete* epoch for --resume).
     for path in (root / "models").glob("*.pt"):
@@ -207,7 +219,9 @@ def test_killed_repro_leaves_no_half_written_output_and_the_next_repro_completes
 
     done = project.dvc("repro")
     ran = RUNNING.findall(done.stdout + done.stderr)
-    assert {s for s in ran if s not in ("report", "scan")} == {f"{s}@csq-{v}" for s in ("train", "evaluate") for v in ("baseline-8", "nhl-full")}
+    assert {s for s in ran if s not in ("report", "scan")} == {
+        f"{s}@csq-{v}" for s in ("train", "evaluate") for v in ("baseline-8", "nhl-full")
+    }
     assert _changed_stages(project) == set()
     assert (root / "models/csq-baseline-8.pt").read_bytes() != old_model
     load_hasher(root / "models/csq-baseline-8.pt")

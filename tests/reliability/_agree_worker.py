@@ -44,20 +44,39 @@ class RankDependentTrainer(Trainer):
         return record
 
     def evaluate(self):
-        return {k: SCRIPTS[self.dist.rank][self.epoch - 1] for k in self.config.lengths}
+        return dict.fromkeys(self.config.lengths, SCRIPTS[self.dist.rank][self.epoch - 1])
 
 
 def main(out: str) -> None:
-    config = TrainConfig(loss="csq", lengths=(8,), backbone="smallcnn", backbone_params={"width": 4},
-                         input_size=16, epochs=8, batch_size=16, patience=2, seed=0, device="cpu")
-    trainer = RankDependentTrainer(config, Tiny(64, 0), Tiny(16, 1), Tiny(64, 0), os.path.join(out, "work"),
-                                   progress=False)
+    config = TrainConfig(
+        loss="csq",
+        lengths=(8,),
+        backbone="smallcnn",
+        backbone_params={"width": 4},
+        input_size=16,
+        epochs=8,
+        batch_size=16,
+        patience=2,
+        seed=0,
+        device="cpu",
+    )
+    trainer = RankDependentTrainer(
+        config, Tiny(64, 0), Tiny(16, 1), Tiny(64, 0), os.path.join(out, "work"), progress=False
+    )
     result = trainer.fit()
-    digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes()
-                                     for t in result.model.state_dict().values())).hexdigest()
+    digest = hashlib.sha256(
+        b"".join(t.detach().cpu().numpy().tobytes() for t in result.model.state_dict().values())
+    ).hexdigest()
     with open(os.path.join(out, f"rank{trainer.dist.rank}.json"), "w") as fh:
-        json.dump({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                   "best_score": result.best_score, "digest": digest}, fh)
+        json.dump(
+            {
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "best_score": result.best_score,
+                "digest": digest,
+            },
+            fh,
+        )
 
 
 if __name__ == "__main__":

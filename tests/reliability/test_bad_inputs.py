@@ -31,10 +31,28 @@ from nhl.training import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
-TRAIN = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 1,
-         "batch_size": 100, "lr": 0.001, "seed": 0, "device": "cpu"}
-DATA = {"dataset": "digits", "root": None, "options": {}, "protocol": "digits", "seed": 0, "query": None,
-        "train": None, "val": None, "train_in_database": None, "validate_sample": 4}
+TRAIN = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 1,
+    "batch_size": 100,
+    "lr": 0.001,
+    "seed": 0,
+    "device": "cpu",
+}
+DATA = {
+    "dataset": "digits",
+    "root": None,
+    "options": {},
+    "protocol": "digits",
+    "seed": 0,
+    "query": None,
+    "train": None,
+    "val": None,
+    "train_in_database": None,
+    "validate_sample": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +82,34 @@ def ws(tmp_path, digits_manifest_dir):
 
 def params(ws: Path, train: dict | None = None, data: dict | None = None, losses: dict | None = None) -> Path:
     path = ws / "params.yaml"
-    path.write_text(yaml.safe_dump({"data": {**DATA, **(data or {})}, "train": {**TRAIN, **(train or {})},
-                                    "losses": losses or {}, "evaluate": {"topk": None, "pr_lengths": [8, 16]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {**DATA, **(data or {})},
+                "train": {**TRAIN, **(train or {})},
+                "losses": losses or {},
+                "evaluate": {"topk": None, "pr_lengths": [8, 16]},
+            }
+        )
+    )
     return path
 
 
 def train_args(ws: Path, *extra: str, loss: str = "csq", variant: str = "nhl-full") -> list[str]:
-    return ["--params", str(ws / "params.yaml"), "--loss", loss, "--variant", variant,
-            "--manifest", str(ws / "splits"), "--out", str(ws / "models"), "--no-track", *extra]
+    return [
+        "--params",
+        str(ws / "params.yaml"),
+        "--loss",
+        loss,
+        "--variant",
+        variant,
+        "--manifest",
+        str(ws / "splits"),
+        "--out",
+        str(ws / "models"),
+        "--no-track",
+        *extra,
+    ]
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -94,7 +132,7 @@ def fails_cleanly(ws: Path, capsys, call, *fragments: str) -> str:
     code = call()
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    print(f"\n    -> {err.strip()}")   # the message, for `pytest -s` readers
+    print(f"\n    -> {err.strip()}")  # the message, for `pytest -s` readers
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
@@ -139,58 +177,98 @@ INDEX_LIST = [f"img/{c}{i}.png {label}" for c, label in (("a", 0), ("b", 1)) for
 
 # --------------------------------------------------------------------------- data stages
 
+
 def test_unknown_dataset(ws, stages, capsys):
     params(ws, data={"dataset": "nosuch"})
-    fails_cleanly(ws, capsys, lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"),
-                                                            "--out", str(ws / "raw")]),
-                  "'nosuch'", "known datasets: ", "digits")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"), "--out", str(ws / "raw")]),
+        "'nosuch'",
+        "known datasets: ",
+        "digits",
+    )
 
 
 def test_missing_listed_image(ws, stages, capsys):
     root = image_list(ws, INDEX_LIST + ["img/c0.png 1"])
     params(ws, data={"dataset": "imagelist", "root": str(root), "options": {"lists": "list.txt"}})
-    fails_cleanly(ws, capsys, lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"),
-                                                            "--out", str(ws / "raw")]),
-                  "img/c0.png", "list.txt", "allow_missing")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"), "--out", str(ws / "raw")]),
+        "img/c0.png",
+        "list.txt",
+        "allow_missing",
+    )
 
 
 def test_list_file_with_a_wrong_label_count(ws, stages, capsys):
     lines = [f"img/a{i}.png 1 0" for i in range(5)] + ["img/b0.png 0 1 0"]
     root = image_list(ws, lines)
     params(ws, data={"dataset": "imagelist", "root": str(root), "options": {"lists": "list.txt"}})
-    fails_cleanly(ws, capsys, lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"),
-                                                            "--out", str(ws / "raw")]),
-                  "list.txt line 6", "3 label values, expected 2")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["fetch"].main(["--params", str(ws / "params.yaml"), "--out", str(ws / "raw")]),
+        "list.txt line 6",
+        "3 label values, expected 2",
+    )
 
 
 @pytest.mark.parametrize("field, value", [("train", 2.5), ("query", -3)])
 def test_non_integer_or_negative_split_count(ws, stages, capsys, digits_manifest_dir, field, value):
     params(ws, data={field: value})
     raw = digits_manifest_dir.parent / "raw"
-    fails_cleanly(ws, capsys, lambda: stages["split"].main(["--params", str(ws / "params.yaml"), "--raw", str(raw),
-                                                            "--out", str(ws / "splits")]),
-                  f"data.{field} must be a positive integer", repr(value))
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["split"].main(
+            ["--params", str(ws / "params.yaml"), "--raw", str(raw), "--out", str(ws / "splits")]
+        ),
+        f"data.{field} must be a positive integer",
+        repr(value),
+    )
 
 
 def test_validate_sample_of_the_wrong_type(ws, stages, capsys):
     params(ws, data={"validate_sample": "many"})
-    fails_cleanly(ws, capsys, lambda: stages["validate"].main(["--params", str(ws / "params.yaml"), "--manifest",
-                                                               str(ws / "splits"), "--out", str(ws / "report")]),
-                  "data.validate_sample", "non-negative integer", "'many'")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["validate"].main(
+            ["--params", str(ws / "params.yaml"), "--manifest", str(ws / "splits"), "--out", str(ws / "report")]
+        ),
+        "data.validate_sample",
+        "non-negative integer",
+        "'many'",
+    )
 
 
 # --------------------------------------------------------------------------- train stage / nhl train
 
+
 def test_unknown_loss(ws, stages, capsys):
     params(ws)
-    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, loss="nosuch")),
-                  "'nosuch'", "csq")
+    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, loss="nosuch")), "'nosuch'", "csq")
 
 
 def test_unknown_backbone_through_the_cli(ws, capsys):
     params(ws)
-    argv = ["train", "--loss", "csq", "--params", str(ws / "params.yaml"), "--manifest", str(ws / "splits"),
-            "--out", str(ws / "models"), "--backbone", "nosuch", "--no-track"]
+    argv = [
+        "train",
+        "--loss",
+        "csq",
+        "--params",
+        str(ws / "params.yaml"),
+        "--manifest",
+        str(ws / "splits"),
+        "--out",
+        str(ws / "models"),
+        "--backbone",
+        "nosuch",
+        "--no-track",
+    ]
     fails_cleanly(ws, capsys, lambda: cli.main(argv), "nhl train: error:", "'nosuch'", "smallcnn")
 
 
@@ -202,16 +280,20 @@ def test_bad_lengths(ws, stages, capsys, lengths, expected):
 
 def test_baseline_longer_than_the_configured_lengths(ws, stages, capsys):
     params(ws)
-    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, variant="baseline-32")),
-                  "baseline-32", "[8, 16]")
+    fails_cleanly(
+        ws, capsys, lambda: stages["train"].main(train_args(ws, variant="baseline-32")), "baseline-32", "[8, 16]"
+    )
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("epochs", "three", "train.epochs: expected int"),
-    ("epochs", -1, "train.epochs: expected an integer >= 0"),
-    ("batch_size", 2.5, "train.batch_size: expected int"),
-    ("lr", float("nan"), "train.lr: expected a non-negative number, got nan"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("epochs", "three", "train.epochs: expected int"),
+        ("epochs", -1, "train.epochs: expected an integer >= 0"),
+        ("batch_size", 2.5, "train.batch_size: expected int"),
+        ("lr", float("nan"), "train.lr: expected a non-negative number, got nan"),
+    ],
+)
 def test_params_yaml_with_a_wrong_type_or_value(ws, stages, capsys, key, value, expected):
     params(ws, train={key: value})
     fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws)), expected)
@@ -230,22 +312,37 @@ def test_empty_split(ws, stages, capsys):
 
 def test_labels_out_of_range(ws, stages, capsys):
     params(ws)
-    def label_12(lines: list[str]) -> list[str]:   # item_id,row,labels,split: the first item gets label 12
+
+    def label_12(lines: list[str]) -> list[str]:  # item_id,row,labels,split: the first item gets label 12
         item_id, row, _, split = lines[1].split(",")
         return [lines[0], f"{item_id},{row},12,{split}", *lines[2:]]
 
     edit_manifest(ws, label_12)
-    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws)),
-                  "manifest.csv", "12", "out of range for 10 classes")
+    fails_cleanly(
+        ws, capsys, lambda: stages["train"].main(train_args(ws)), "manifest.csv", "12", "out of range for 10 classes"
+    )
 
 
 def test_corrupt_image(ws, stages, capsys):
     root = image_list(ws, INDEX_LIST)
-    params(ws, data={"dataset": "imagelist", "root": str(root), "options": {"lists": "list.txt"},
-                     "query": 1, "train": 2, "val": 1})
+    params(
+        ws,
+        data={
+            "dataset": "imagelist",
+            "root": str(root),
+            "options": {"lists": "list.txt"},
+            "query": 1,
+            "train": 2,
+            "val": 1,
+        },
+    )
     assert stages["fetch"].main(["--params", str(ws / "params.yaml"), "--out", str(ws / "raw")]) == 0
-    assert stages["split"].main(["--params", str(ws / "params.yaml"), "--raw", str(ws / "raw"),
-                                 "--out", str(ws / "splits")]) == 0
+    assert (
+        stages["split"].main(
+            ["--params", str(ws / "params.yaml"), "--raw", str(ws / "raw"), "--out", str(ws / "splits")]
+        )
+        == 0
+    )
     frame = load_split(ws / "splits", "train").frame
     bad = root / frame.at[0, "path"]
     bad.write_bytes(b"not a png at all")
@@ -269,16 +366,21 @@ def _checkpoint(ws: Path, **changes) -> Path:
 def test_resume_from_a_checkpoint_of_another_configuration(ws, stages, capsys):
     params(ws)
     _checkpoint(ws, lr=0.003)
-    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, "--resume")),
-                  "last.pt", "different configuration", "['lr']")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: stages["train"].main(train_args(ws, "--resume")),
+        "last.pt",
+        "different configuration",
+        "['lr']",
+    )
 
 
 def test_resume_from_a_truncated_checkpoint(ws, stages, capsys):
     params(ws)
     path = _checkpoint(ws)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, "--resume")),
-                  "last.pt", "cannot be read")
+    fails_cleanly(ws, capsys, lambda: stages["train"].main(train_args(ws, "--resume")), "last.pt", "cannot be read")
 
 
 def test_unwritable_model_directory(ws, stages, capsys):
@@ -291,18 +393,34 @@ def test_unwritable_model_directory(ws, stages, capsys):
 
 # --------------------------------------------------------------------------- evaluate stage
 
+
 def _model(ws: Path, in_channels: int = 1) -> Path:
     path = ws / "models" / "m.pt"
     torch.manual_seed(0)
-    save_hasher(Hasher(HasherSpec("smallcnn", in_channels, (8, 16), {"width": 8})), path,
-                extra={"model_id": "m", "config": {"loss": "csq", "lengths": [8, 16]}})
+    save_hasher(
+        Hasher(HasherSpec("smallcnn", in_channels, (8, 16), {"width": 8})),
+        path,
+        extra={"model_id": "m", "config": {"loss": "csq", "lengths": [8, 16]}},
+    )
     return path
 
 
 def _evaluate(stages, ws: Path, model: Path, metrics_dir: Path | None = None):
-    return lambda: stages["evaluate"].main([
-        "--params", str(ws / "params.yaml"), "--model", str(model), "--manifest", str(ws / "splits"),
-        "--metrics-dir", str(metrics_dir or ws / "metrics"), "--plots-dir", str(ws / "plots"), "--no-track"])
+    return lambda: stages["evaluate"].main(
+        [
+            "--params",
+            str(ws / "params.yaml"),
+            "--model",
+            str(model),
+            "--manifest",
+            str(ws / "splits"),
+            "--metrics-dir",
+            str(metrics_dir or ws / "metrics"),
+            "--plots-dir",
+            str(ws / "plots"),
+            "--no-track",
+        ]
+    )
 
 
 def test_model_file_of_another_configuration(ws, stages, capsys):
@@ -327,27 +445,43 @@ def test_unwritable_metrics_directory_writes_no_plots_either(ws, stages, capsys)
 
 # --------------------------------------------------------------------------- nhl search
 
+
 def test_search_with_codes_of_another_width(ws, capsys, with_search):
     db = codes_file(ws / "db.npz", 16, [8, 16])
     queries = codes_file(ws / "q.npz", 32, [8, 16, 32])
-    fails_cleanly(ws, capsys, lambda: cli.main(["search", str(db), "--query-codes", str(queries)]),
-                  "nhl search: error:", "q.npz", "32-bit", "16-bit")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: cli.main(["search", str(db), "--query-codes", str(queries)]),
+        "nhl search: error:",
+        "q.npz",
+        "32-bit",
+        "16-bit",
+    )
 
 
 def test_search_with_a_length_above_the_code_size(ws, capsys, with_search):
     db = codes_file(ws / "db.npz", 16, [8, 16])
-    fails_cleanly(ws, capsys, lambda: cli.main(["search", str(db), "--query-codes", str(db), "--bits", "32"]),
-                  "--bits", "32", "[8, 16]")
+    fails_cleanly(
+        ws,
+        capsys,
+        lambda: cli.main(["search", str(db), "--query-codes", str(db), "--bits", "32"]),
+        "--bits",
+        "32",
+        "[8, 16]",
+    )
 
 
 def test_search_with_a_truncated_codes_file(ws, capsys, with_search):
     db = codes_file(ws / "db.npz", 16, [8, 16])
     db.write_bytes(db.read_bytes()[:100])
-    fails_cleanly(ws, capsys, lambda: cli.main(["search", str(db), "--query-codes", str(db)]),
-                  "db.npz", "cannot be read")
+    fails_cleanly(
+        ws, capsys, lambda: cli.main(["search", str(db), "--query-codes", str(db)]), "db.npz", "cannot be read"
+    )
 
 
 # --------------------------------------------------------------------------- tracking is a side channel
+
 
 def test_unreachable_mlflow_store_is_skipped_and_training_completes(ws, stages, capsys, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")

@@ -28,8 +28,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 MODEL_ID = "csq-nhl-full"
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 3,
-           "batch_size": 100, "lr": 0.003, "seed": 0, "device": "cpu"}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 3,
+    "batch_size": 100,
+    "lr": 0.003,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 def _stage(name: str):
@@ -49,6 +57,7 @@ def stages():
 
 def _kill_when(path: Path, proc: subprocess.Popen, timeout: float) -> threading.Thread:
     """A thread that SIGKILLs `proc` as soon as `path` exists (or when `timeout` runs out)."""
+
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while proc.poll() is None and not path.exists() and time.monotonic() < deadline:
@@ -64,29 +73,47 @@ def _kill_when(path: Path, proc: subprocess.Popen, timeout: float) -> threading.
 @pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, digits_manifest_dir, stages):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": SECTION, "losses": {},
-                                      "evaluate": {"topk": None, "pr_lengths": [8, 16]}}))
+    params.write_text(
+        yaml.safe_dump({"train": SECTION, "losses": {}, "evaluate": {"topk": None, "pr_lengths": [8, 16]}})
+    )
 
     def argv(out: str) -> list[str]:
-        return ["--params", str(params), "--loss", "csq", "--variant", "nhl-full", "--manifest",
-                str(digits_manifest_dir), "--out", str(tmp_path / out), "--no-track"]
+        return [
+            "--params",
+            str(params),
+            "--loss",
+            "csq",
+            "--variant",
+            "nhl-full",
+            "--manifest",
+            str(digits_manifest_dir),
+            "--out",
+            str(tmp_path / out),
+            "--no-track",
+        ]
 
     # the run to be killed starts first (a process start costs seconds); same intra-op thread count as here
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MLFLOW_DISABLE_TELEMETRY": "true"}
     checkpoint = tmp_path / "killed" / "checkpoints" / MODEL_ID / "last.pt"
-    proc = subprocess.Popen([sys.executable, str(PIPELINES / "train.py"), *argv("killed"), "--resume"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(PIPELINES / "train.py"), *argv("killed"), "--resume"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watcher = _kill_when(checkpoint, proc, timeout=300)
-    assert stages["train"].main(argv("straight")) == 0          # the uninterrupted run, meanwhile
+    assert stages["train"].main(argv("straight")) == 0  # the uninterrupted run, meanwhile
     watcher.join()
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert killed_at in (1, 2), killed_at                       # killed after epoch 1's checkpoint, before the end
+    assert killed_at in (1, 2), killed_at  # killed after epoch 1's checkpoint, before the end
     assert not (tmp_path / "killed" / f"{MODEL_ID}.pt").exists()  # no model file from the killed run
 
     assert stages["train"].main(argv("killed") + ["--resume"]) == 0
-    assert not checkpoint.parent.exists()                       # a finished run leaves no checkpoint behind
+    assert not checkpoint.parent.exists()  # a finished run leaves no checkpoint behind
 
     resumed = torch.load(tmp_path / "killed" / f"{MODEL_ID}.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight" / f"{MODEL_ID}.pt", weights_only=True)
@@ -94,17 +121,32 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
     for name, tensor in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
     kept = ("epoch", "train_loss", "val_map", "val_map_mean", "weights")
-    assert [{k: r.get(k) for k in kept} for r in resumed["extra"]["history"]] == \
-           [{k: r.get(k) for k in kept} for r in straight["extra"]["history"]]
+    assert [{k: r.get(k) for k in kept} for r in resumed["extra"]["history"]] == [
+        {k: r.get(k) for k in kept} for r in straight["extra"]["history"]
+    ]
     assert resumed["extra"]["epochs"] == straight["extra"]["epochs"] == 3
     assert resumed["extra"]["best_epoch"] == straight["extra"]["best_epoch"]
 
     metrics = {}
     for out in ("killed", "straight"):
-        assert stages["evaluate"].main(["--params", str(params), "--model", str(tmp_path / out / f"{MODEL_ID}.pt"),
-                                        "--manifest", str(digits_manifest_dir), "--metrics-dir",
-                                        str(tmp_path / out / "metrics"), "--plots-dir", str(tmp_path / out / "plots"),
-                                        "--no-track"]) == 0
+        assert (
+            stages["evaluate"].main(
+                [
+                    "--params",
+                    str(params),
+                    "--model",
+                    str(tmp_path / out / f"{MODEL_ID}.pt"),
+                    "--manifest",
+                    str(digits_manifest_dir),
+                    "--metrics-dir",
+                    str(tmp_path / out / "metrics"),
+                    "--plots-dir",
+                    str(tmp_path / out / "plots"),
+                    "--no-track",
+                ]
+            )
+            == 0
+        )
         metrics[out] = json.loads((tmp_path / out / "metrics" / f"{MODEL_ID}.json").read_text())["bits"]
     assert metrics["killed"] == metrics["straight"]
     print(f"\n    killed after epoch {killed_at}; resumed mAP {metrics['killed']}")

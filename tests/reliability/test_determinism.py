@@ -60,8 +60,16 @@ from nhl.models.hasher import load_hasher
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 MODEL_ID = "csq-nhl-full"
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 1,
-           "batch_size": 100, "lr": 0.003, "seed": 0, "device": "cpu"}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 1,
+    "batch_size": 100,
+    "lr": 0.003,
+    "seed": 0,
+    "device": "cpu",
+}
 
 # One process: train through the stage script, then encode the database split and save the codes.
 DRIVER = """
@@ -94,19 +102,43 @@ def _train_here(params: Path, manifest: Path, out: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(PIPELINES))
         spec.loader.exec_module(module)
-        assert module.main(["--params", str(params), "--loss", "csq", "--variant", "nhl-full", "--manifest",
-                            str(manifest), "--out", str(out), "--no-track"]) == 0
+        assert (
+            module.main(
+                [
+                    "--params",
+                    str(params),
+                    "--loss",
+                    "csq",
+                    "--variant",
+                    "nhl-full",
+                    "--manifest",
+                    str(manifest),
+                    "--out",
+                    str(out),
+                    "--no-track",
+                ]
+            )
+            == 0
+        )
 
 
 @pytest.mark.slow
 def test_same_seed_gives_bit_identical_codes_in_two_processes_and_another_seed_another_model(
-        tmp_path, digits_manifest_dir):
+    tmp_path, digits_manifest_dir
+):
     seed0 = _params(tmp_path / "seed0.yaml", 0)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    procs = {run: subprocess.Popen([sys.executable, "-c", DRIVER, str(PIPELINES), str(seed0), str(digits_manifest_dir),
-                                    str(tmp_path / run)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-             for run in ("a", "b")}
+    procs = {
+        run: subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(PIPELINES), str(seed0), str(digits_manifest_dir), str(tmp_path / run)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for run in ("a", "b")
+    }
     _train_here(_params(tmp_path / "seed1.yaml", 1), digits_manifest_dir, tmp_path / "seed1")  # meanwhile
     for run, proc in procs.items():
         _, err = proc.communicate(timeout=300)
@@ -114,7 +146,7 @@ def test_same_seed_gives_bit_identical_codes_in_two_processes_and_another_seed_a
 
     codes_a, codes_b = np.load(tmp_path / "a/codes.npy"), np.load(tmp_path / "b/codes.npy")
     assert codes_a.dtype == np.int8 and codes_a.shape == (1097, 16)
-    assert codes_a.tobytes() == codes_b.tobytes()                       # bit-identical codes
+    assert codes_a.tobytes() == codes_b.tobytes()  # bit-identical codes
     model_a, extra_a = load_hasher(tmp_path / "a" / f"{MODEL_ID}.pt")
     model_b, extra_b = load_hasher(tmp_path / "b" / f"{MODEL_ID}.pt")
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):

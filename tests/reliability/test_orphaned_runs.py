@@ -23,8 +23,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 MODEL_ID = "csq-nhl-full"
-SECTION = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 1,
-           "batch_size": 100, "lr": 0.003, "seed": 0, "device": "cpu"}
+SECTION = {
+    "backbone": "smallcnn",
+    "backbone_params": {"width": 8},
+    "lengths": [8, 16],
+    "epochs": 1,
+    "batch_size": 100,
+    "lr": 0.003,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 def runs_named(client, name: str):
@@ -43,8 +51,20 @@ def test_a_sigkilled_stage_leaves_no_running_run_after_the_rerun(tmp_path, digit
     def stage(epochs: int) -> list[str]:
         params = tmp_path / f"params-{epochs}.yaml"
         params.write_text(yaml.safe_dump({"train": {**SECTION, "epochs": epochs}, "losses": {}}))
-        return [sys.executable, str(PIPELINES / "train.py"), "--params", str(params), "--loss", "csq",
-                "--variant", "nhl-full", "--manifest", str(digits_manifest_dir), "--out", str(tmp_path / "models")]
+        return [
+            sys.executable,
+            str(PIPELINES / "train.py"),
+            "--params",
+            str(params),
+            "--loss",
+            "csq",
+            "--variant",
+            "nhl-full",
+            "--manifest",
+            str(digits_manifest_dir),
+            "--out",
+            str(tmp_path / "models"),
+        ]
 
     checkpoint = tmp_path / "models" / "checkpoints" / MODEL_ID / "last.pt"
     proc = subprocess.Popen(stage(500), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -57,7 +77,7 @@ def test_a_sigkilled_stage_leaves_no_running_run_after_the_rerun(tmp_path, digit
     proc.wait()
     client = mlflow.MlflowClient(uri)
     (killed,) = runs_named(client, MODEL_ID)
-    assert killed.info.status == "RUNNING"                       # the orphan, as SIGKILL leaves it
+    assert killed.info.status == "RUNNING"  # the orphan, as SIGKILL leaves it
     assert killed.data.tags["nhl.pid"] == str(proc.pid)
 
     done = subprocess.run(stage(1), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
@@ -95,11 +115,18 @@ def test_audit_marks_a_dead_run_and_never_cites_it_as_the_training_run(tmp_path,
     uri = fresh_store(tmp_path / "mlruns.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_LOGGING, str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_LOGGING, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     run_id = done.stdout.split()[-1]
-    client = v.registry_client(tmp_path)     # also MLflow's process-wide URI, which registering reads
+    client = v.registry_client(tmp_path)  # also MLflow's process-wide URI, which registering reads
     assert client.get_run(run_id).info.status == "RUNNING"
     version = v.register_version(client, "nhl-orphan", client.get_run(run_id), {})
     client.set_registered_model_alias("nhl-orphan", v.CHAMPION, version.version)

@@ -17,8 +17,15 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 @pytest.mark.slow
 def test_ranks_stop_together_pick_one_best_epoch_and_save_the_same_model(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([*TORCHRUN, str(Path(__file__).with_name("_agree_worker.py")), str(tmp_path)],
-                          check=False, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [*TORCHRUN, str(Path(__file__).with_name("_agree_worker.py")), str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # rank 0's scores decide: best 0.3 at epoch 2, then two evaluations without improvement

@@ -51,13 +51,15 @@ def attack_files(folder: Path, marker: Path) -> dict[str, Path]:
     zip whose state dict holds a payload, and one using `exec` instead of `os.system`."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    torch.save({"format": "nhl-hasher/1", "spec": Payload(marker), "state_dict": {}, "extra": {}},
-               folder / "zip-spec.pt")
+    torch.save(
+        {"format": "nhl-hasher/1", "spec": Payload(marker), "state_dict": {}, "extra": {}}, folder / "zip-spec.pt"
+    )
     files["zip-spec"] = folder / "zip-spec.pt"
     (folder / "bare.pt").write_bytes(pickle.dumps({"format": "nhl-hasher/1", "x": Payload(marker)}, protocol=2))
     files["bare-pickle"] = folder / "bare.pt"
-    torch.save({"format": "nhl-hasher/1", "spec": {}, "state_dict": {"w": ExecPayload(marker)}},
-               folder / "zip-state.pt")
+    torch.save(
+        {"format": "nhl-hasher/1", "spec": {}, "state_dict": {"w": ExecPayload(marker)}}, folder / "zip-state.pt"
+    )
     files["zip-state-exec"] = folder / "zip-state.pt"
     return files
 
@@ -141,17 +143,38 @@ def test_train_resume_refuses_a_crafted_checkpoint(project, tmp_path, marker, ca
     spec = importlib.util.spec_from_file_location("nhl_untrusted_train", ROOT / "pipelines" / "train.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    train = {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 1,
-             "batch_size": 100, "lr": 0.001, "seed": 0, "device": "cpu"}
+    train = {
+        "backbone": "smallcnn",
+        "backbone_params": {"width": 8},
+        "lengths": [8, 16],
+        "epochs": 1,
+        "batch_size": 100,
+        "lr": 0.001,
+        "seed": 0,
+        "device": "cpu",
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "losses": {}}))
     checkpoint = tmp_path / "models" / "checkpoints" / "csq-nhl-full" / "last.pt"
     for kind, path in attack_files(tmp_path / "files", marker).items():
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, checkpoint)
         capsys.readouterr()
-        code = stage.main(["--params", str(tmp_path / "params.yaml"), "--loss", "csq", "--variant", "nhl-full",
-                           "--manifest", str(project / "splits"), "--out", str(tmp_path / "models"),
-                           "--no-track", "--resume"])
+        code = stage.main(
+            [
+                "--params",
+                str(tmp_path / "params.yaml"),
+                "--loss",
+                "csq",
+                "--variant",
+                "nhl-full",
+                "--manifest",
+                str(project / "splits"),
+                "--out",
+                str(tmp_path / "models"),
+                "--no-track",
+                "--resume",
+            ]
+        )
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
@@ -172,9 +195,21 @@ def test_an_older_file_with_numpy_metadata_is_refused_then_converted(tmp_path):
 
     model = tiny_model()
     path = tmp_path / "old.pt"
-    torch.save({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": (8, 16),
-                                                    "backbone_kwargs": {"width": 8}, "input_size": None},
-                "state_dict": model.state_dict(), "extra": {"model_id": "old", "best": np.float64(0.5)}}, path)
+    torch.save(
+        {
+            "format": "nhl-hasher/1",
+            "spec": {
+                "backbone": "smallcnn",
+                "in_channels": 1,
+                "lengths": (8, 16),
+                "backbone_kwargs": {"width": 8},
+                "input_size": None,
+            },
+            "state_dict": model.state_dict(),
+            "extra": {"model_id": "old", "best": np.float64(0.5)},
+        },
+        path,
+    )
     with pytest.raises(ValueError, match="numpy.*python -m nhl.models.convert"):
         load_hasher(path)
     assert convert.main([str(path)]) == 0
@@ -184,20 +219,40 @@ def test_an_older_file_with_numpy_metadata_is_refused_then_converted(tmp_path):
         assert torch.equal(loaded.state_dict()[key], tensor)
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    ({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn"}, "state_dict": {}}, "bad spec"),
-    ({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": [8],
-                                         "backbone_kwargs": {}, "evil": 1}, "state_dict": {}}, "bad spec"),
-    ({"format": "nhl-hasher/1", "spec": {"backbone": "no-such-net", "in_channels": 1, "lengths": [8]},
-      "state_dict": {}}, "bad spec"),
-    ({"format": "nhl-hasher/1", "spec": [], "state_dict": {}}, "not an nhl model"),
-    ({"format": "nhl-hasher/1", "spec": {}, "state_dict": {"w": "not a tensor"}}, "not an nhl model"),
-    ({"format": "something else", "state_dict": {}}, "not an nhl model"),
-    ({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": [8],
-                                         "backbone_kwargs": {"width": 2 ** 20}}, "state_dict": {}},
-     "weights do not match its configuration"),        # a huge network the file does not back: nothing allocated
-    (torch.zeros(3), "not an nhl model"),
-])
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        ({"format": "nhl-hasher/1", "spec": {"backbone": "smallcnn"}, "state_dict": {}}, "bad spec"),
+        (
+            {
+                "format": "nhl-hasher/1",
+                "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": [8], "backbone_kwargs": {}, "evil": 1},
+                "state_dict": {},
+            },
+            "bad spec",
+        ),
+        (
+            {
+                "format": "nhl-hasher/1",
+                "spec": {"backbone": "no-such-net", "in_channels": 1, "lengths": [8]},
+                "state_dict": {},
+            },
+            "bad spec",
+        ),
+        ({"format": "nhl-hasher/1", "spec": [], "state_dict": {}}, "not an nhl model"),
+        ({"format": "nhl-hasher/1", "spec": {}, "state_dict": {"w": "not a tensor"}}, "not an nhl model"),
+        ({"format": "something else", "state_dict": {}}, "not an nhl model"),
+        (
+            {
+                "format": "nhl-hasher/1",
+                "spec": {"backbone": "smallcnn", "in_channels": 1, "lengths": [8], "backbone_kwargs": {"width": 2**20}},
+                "state_dict": {},
+            },
+            "weights do not match its configuration",
+        ),  # a huge network the file does not back: nothing allocated
+        (torch.zeros(3), "not an nhl model"),
+    ],
+)
 def test_malformed_payloads_are_one_line_errors(tmp_path, payload, fragment):
     torch.save(payload, tmp_path / "m.pt")
     with pytest.raises(ValueError, match=fragment) as caught:
@@ -219,8 +274,10 @@ def test_saved_models_round_trip_under_the_safe_loader(tmp_path):
 def test_weights_of_another_shape_or_dtype_are_one_line_errors(tmp_path):
     state = tiny_model().state_dict()
     spec = {"backbone": "smallcnn", "in_channels": 1, "lengths": (8, 16), "backbone_kwargs": {"width": 8}}
-    for key, tensor, fragment in [("head.linear.weight", torch.zeros(3, 3), "(3, 3)"),
-                                  ("head.linear.weight", state["head.linear.weight"].double(), "torch.float64")]:
+    for key, tensor, fragment in [
+        ("head.linear.weight", torch.zeros(3, 3), "(3, 3)"),
+        ("head.linear.weight", state["head.linear.weight"].double(), "torch.float64"),
+    ]:
         torch.save({"format": "nhl-hasher/1", "spec": spec, "state_dict": {**state, key: tensor}}, tmp_path / "m.pt")
         with pytest.raises(ValueError, match="weights do not match its configuration") as caught:
             load_hasher(tmp_path / "m.pt")

@@ -14,10 +14,19 @@ def served_model(tmp_path_factory, digits_splits):
     from nhl.training import TrainConfig, train_model
 
     root = tmp_path_factory.mktemp("serve-model")
-    config = TrainConfig(loss="csq", lengths=(8, 16, 32), backbone="smallcnn", backbone_params={"width": 8},
-                         epochs=1, batch_size=64, device="cpu", seed=0)
-    result = train_model(config, digits_splits.train, digits_splits.val, digits_splits.train,
-                         root / "work", progress=False)
+    config = TrainConfig(
+        loss="csq",
+        lengths=(8, 16, 32),
+        backbone="smallcnn",
+        backbone_params={"width": 8},
+        epochs=1,
+        batch_size=64,
+        device="cpu",
+        seed=0,
+    )
+    result = train_model(
+        config, digits_splits.train, digits_splits.val, digits_splits.train, root / "work", progress=False
+    )
     save_hasher(result.model, root / "model.pt", extra={"model_id": "csq-nhl-full", "config": asdict(config)})
     return root / "model.pt"
 

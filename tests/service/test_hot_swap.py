@@ -25,8 +25,15 @@ NAME = "nhl-digits-csq"
 
 
 def section(seed: int) -> dict:
-    return {"backbone": "smallcnn", "backbone_params": {"width": 8}, "lengths": [8, 16], "epochs": 0,
-            "batch_size": 50, "lr": 0.003, "seed": seed}
+    return {
+        "backbone": "smallcnn",
+        "backbone_params": {"width": 8},
+        "lengths": [8, 16],
+        "epochs": 0,
+        "batch_size": 50,
+        "lr": 0.003,
+        "seed": seed,
+    }
 
 
 def train_and_promote(root, manifest, seed: int, tolerance: float):
@@ -36,14 +43,19 @@ def train_and_promote(root, manifest, seed: int, tolerance: float):
     from nhl.tracking import ModelRun
 
     path = root / "models" / f"seed{seed}" / "csq-nhl-full.pt"
-    train_from_manifest(build_train_config(section(seed), "csq", "nhl-full"), manifest, path, "csq-nhl-full",
-                        progress=False)
+    train_from_manifest(
+        build_train_config(section(seed), "csq", "nhl-full"), manifest, path, "csq-nhl-full", progress=False
+    )
     record, _, _ = evaluate_file(path, manifest, pr_lengths=())
     with ModelRun("csq-nhl-full", resume=record["mlflow_run_id"]) as run:
         run.log_results(record["bits"])
     meta = json.loads((manifest / "manifest.json").read_text())
-    validation = {"success": True, "failed": [], "content_hash": meta["content_hash"],
-                  "checks": [{"check": "a", "success": True}]}
+    validation = {
+        "success": True,
+        "failed": [],
+        "content_hash": meta["content_hash"],
+        "checks": [{"check": "a", "success": True}],
+    }
     return register_and_promote(path, NAME, validation, record, tolerance=tolerance)
 
 
@@ -56,8 +68,12 @@ def store(tmp_path, monkeypatch, fresh_store, digits_manifest_dir):
 
 
 def test_an_alias_that_does_not_exist_is_an_error_at_start_up(store, digits_manifest_dir, capsys):
-    assert nhl.cli.main(["serve", "--model", f"models:/{NAME}@nosuch", "--manifest", str(digits_manifest_dir),
-                         "--poll", "0"]) == 2
+    assert (
+        nhl.cli.main(
+            ["serve", "--model", f"models:/{NAME}@nosuch", "--manifest", str(digits_manifest_dir), "--poll", "0"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("nhl serve: error: registered model 'nhl-digits-csq' has no alias 'nosuch'")
 
@@ -66,19 +82,18 @@ def test_promoting_a_new_version_swaps_it_in_without_failed_requests(store, digi
     from nhl.service.app import create_app
     from nhl.service.engine import Engine, Source
 
-    engine = Engine(Source(spec="champion", manifest=digits_manifest_dir, cache_dir=store / "cache"),
-                    poll_seconds=0.3)
+    engine = Engine(Source(spec="champion", manifest=digits_manifest_dir, cache_dir=store / "cache"), poll_seconds=0.3)
     server = LiveServer(create_app(engine))
     items = [int(i) for i in engine.snapshot.queries.codes.ids[:5]]
-    seen: list[tuple[int, int]] = []          # (status, version) of every answer, in order
+    seen: list[tuple[int, int]] = []  # (status, version) of every answer, in order
     stop = threading.Event()
 
     def client(n: int) -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                got = session.get(f"{server.url}/search", params={"item": items[n], "bits": 16, "k": 10},
-                                  timeout=30)
+                got = session.get(f"{server.url}/search", params={"item": items[n], "bits": 16, "k": 10}, timeout=30)
                 seen.append((got.status_code, got.json().get("model", {}).get("version") if got.ok else None))
+
     threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
     try:
         for t in threads:
@@ -102,8 +117,21 @@ def test_promoting_a_new_version_swaps_it_in_without_failed_requests(store, digi
         assert 1 in versions and versions[-1] == 2
         # later answers come from version 2: compare with codes encoded by `nhl encode` from v2
         for split in ("database", "query"):
-            assert nhl.cli.main(["encode", str(digits_manifest_dir), "--model", f"models:/{NAME}/2", "--split",
-                                 split, "--out", str(store / f"v2-{split}.npz")]) == 0
+            assert (
+                nhl.cli.main(
+                    [
+                        "encode",
+                        str(digits_manifest_dir),
+                        "--model",
+                        f"models:/{NAME}/2",
+                        "--split",
+                        split,
+                        "--out",
+                        str(store / f"v2-{split}.npz"),
+                    ]
+                )
+                == 0
+            )
         db, query = load_codes(store / "v2-database.npz"), load_codes(store / "v2-query.npz")
         row = int(np.flatnonzero(query.ids == items[0])[0])
         got = requests.get(f"{server.url}/search", params={"item": items[0], "bits": 16, "k": 10}, timeout=10).json()

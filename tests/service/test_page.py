@@ -59,12 +59,26 @@ def test_the_page_searches_and_switches_lengths(browser, served_model, digits_ma
         def shown(bits: int) -> list[tuple[int, int]]:
             api = requests.get(f"{server.url}/search", params={"item": item, "bits": bits, "k": 12}).json()
             expected = [(r["id"], r["distance"]) for r in api["results"]]
-            wait.until(lambda d: [(int(h.get_attribute("data-id")), int(h.get_attribute("data-distance")))
-                                  for h in d.find_elements(By.CSS_SELECTOR, "#results .hit")] == expected)
+            wait.until(
+                lambda d: (
+                    [
+                        (int(h.get_attribute("data-id")), int(h.get_attribute("data-distance")))
+                        for h in d.find_elements(By.CSS_SELECTOR, "#results .hit")
+                    ]
+                    == expected
+                )
+            )
             hits = browser.find_elements(By.CSS_SELECTOR, "#results .hit")
             assert len(hits) == 12
-            wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
-                                                      h.find_element(By.TAG_NAME, "img")) for h in hits))
+            wait.until(
+                lambda d: all(
+                    d.execute_script(
+                        "return arguments[0].complete && arguments[0].naturalWidth > 0",
+                        h.find_element(By.TAG_NAME, "img"),
+                    )
+                    for h in hits
+                )
+            )
             classes = [h.get_attribute("class").split() for h in hits]
             assert [("relevant" in c) for c in classes] == [r["relevant"] for r in api["results"]]
             return expected
@@ -73,7 +87,7 @@ def test_the_page_searches_and_switches_lengths(browser, served_model, digits_ma
         browser.find_element(By.ID, "go").click()
         at32 = shown(32)
         assert browser.find_element(By.ID, "lat-32").text not in ("", "–")
-        Select(browser.find_element(By.ID, "bits")).select_by_value("8")     # switching runs the search
+        Select(browser.find_element(By.ID, "bits")).select_by_value("8")  # switching runs the search
         at8 = shown(8)
         assert at8 != at32
         shot = Path(os.environ.get("NHL_SERVE_SCREENSHOT", tmp_path / "serve.png"))
