@@ -30,10 +30,12 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
-## run: set up, then regenerate every result of the default configuration with DVC
+## run: set up, then regenerate every result of the default configuration with DVC, then run the promotion
+## gate (registers each loss's model; the first becomes champion; a rerun of an unchanged model registers nothing)
 run: $(STAMP)
 	$(BIN)/dvc config core.analytics false --local
 	$(BIN)/dvc repro
+	$(BIN)/nhl promote
 
 ## claims: set up, then run the claims experiment of params/claims.yaml -> reports/claims.md (hours;
 ## finished cells are reused). CLAIMS_ARGS passes options, e.g. CLAIMS_ARGS=--quick or CLAIMS_ARGS=--dry-run

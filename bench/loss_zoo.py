@@ -58,7 +58,8 @@ def train_and_score(manifest: str, section: dict, loss: str, variant: str, setti
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="the `train` and `losses` sections")
     parser.add_argument("--variant", default="nhl-noA-noD", help="the nested variant to compare")
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ignore `losses`: every loss at its defaults with the shared train settings",
     )
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if not (args.manifest / "manifest.csv").is_file():
         print(f"loss_zoo: {args.manifest} has no manifest.csv; run `dvc repro validate` first", file=sys.stderr)
         return 2

@@ -52,12 +52,17 @@ def make_image_folder(out: str | Path, per_class: int = 200, seed: int = 0) -> i
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write <class>/<image> into")
     parser.add_argument("--per-class", type=int, default=200, help="images per class (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         count = make_image_folder(args.out, args.per_class, args.seed)
     except (ValueError, OSError) as err:

@@ -41,6 +41,31 @@ NOT_RUN = {
     "python pipelines/claims.py --params params/claims.yaml --tier paper": (
         "needs a GPU, the CIFAR-10 batches and ResNet-50 weights, and hours"
     ),
+    "make install": "installs into .venv, which `make test` has already done",
+    ".venv/bin/python bench/make_images.py data/external/photos": (
+        "writes 2,000 images; tests/pipeline/test_own_images.py runs the own-images pipeline "
+        "on a small generated folder"
+    ),
+    "cp params/own-images.yaml params.yaml": "switches the project to own images (the command after it runs it)",
+    "python bench/loss_zoo.py": "trains 28 models on mnist5k (a benchmark)",
+    "nhl tune --loss dsh --grid lr=0.001,0.003 --grid margin=32,64": (
+        "trains a grid of models; tests/commands/test_tune.py runs `nhl tune` on the digits split"
+    ),
+    "nhl serve --model models:/nhl-mnist5k-csq@champion": (
+        "starts a server and blocks; tests/service/ start it and check the page and the API"
+    ),
+    "nhl serve --model models/csq-nhl-full.pt --port 8001 --poll 0": "starts a server and blocks (as above)",
+    "curl -s http://127.0.0.1:8000/health": (
+        "asks a running `nhl serve`; tests/service/test_api.py makes the same requests"
+    ),
+    "curl -s http://127.0.0.1:8000/items": "asks a running `nhl serve` (as above)",
+    "curl -s 'http://127.0.0.1:8000/search?item=<id>&bits=32&k=5'": "asks a running `nhl serve` (as above)",
+    "curl -s -F file=@img.png -F bits=64 -F k=5 http://127.0.0.1:8000/search": "asks a running `nhl serve` (as above)",
+    "curl -s http://127.0.0.1:8000/metrics '|' grep nhl_serve_requests": "asks a running `nhl serve` (as above)",
+    "curl -s -X POST http://127.0.0.1:8000/reload": "asks a running `nhl serve` (as above)",
+    "mlflow models serve -m models:/nhl-mnist5k-csq@champion --env-manager local --port 5001": (
+        "starts a server and blocks; tests/test_mlflow_serve.py starts it and compares its codes with `nhl encode`"
+    ),
 }
 # Run before the others: they reproduce or read the pipeline (and `nhl schedule --once` registers the
 # champion the registry commands use), while the others rewrite DVC-tracked outputs outside DVC
@@ -99,9 +124,9 @@ def _fail_unless_parsed(parse: Callable[[], object], command: str, capsys) -> No
 
 
 def _script_parser(script: str) -> Callable[[list[str]], object]:
-    """`parse_args` of a pipelines/ script (it imports its neighbours, as when run)."""
+    """`parse_args` of a pipelines/ or bench/ script (it imports its neighbours, as when run)."""
     path = ROOT / script
-    assert path.is_file() and path.parent.name == "pipelines", f"{script}: not a pipelines/ script"
+    assert path.is_file() and path.parent.name in ("pipelines", "bench"), f"{script}: not a pipelines/ or bench/ script"
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
@@ -150,6 +175,32 @@ def _parse_make(args: list[str], command: str, capsys) -> None:
             _parse_python(words[scripts[0] :], f"{command} (recipe: {line})", capsys)
 
 
+def _parse_curl(args: list[str], command: str, capsys) -> None:
+    """The URL's path and method are routes of the `nhl serve` app (read from its decorators)."""
+    routes = set(re.findall(r'@app\.(get|post)\("([^"]+)"', (ROOT / "nhl/service/app.py").read_text(encoding="utf-8")))
+    args = args[: args.index("|")] if "|" in args else args
+    url = next((word for word in args if word.startswith("http://")), None)
+    assert url, f"README curl command without a URL: {command}"
+    method = "post" if "-F" in args or ("-X" in args and args[args.index("-X") + 1] == "POST") else "get"
+    path = re.sub(r"^http://[^/]+", "", url).split("?")[0]
+    assert (method, path) in routes, f"README curl command asks for {method.upper()} {path}, not a route of nhl serve"
+
+
+def _parse_mlflow(args: list[str], command: str, capsys) -> None:
+    """Click parses the nested `mlflow <group> <command>` arguments without running the command."""
+    import click
+    from mlflow.cli import cli
+
+    group, rest = cli, list(args)
+    try:
+        while isinstance(group, click.Group):
+            context = group.make_context("mlflow", list(rest), resilient_parsing=False)
+            name, group, rest = group.resolve_command(context, context.protected_args + context.args)
+        group.make_context(name, rest)
+    except click.ClickException as err:
+        pytest.fail(f"README command does not parse: {command}\n{err.format_message()}")
+
+
 def _parse_cp(args: list[str], command: str, capsys) -> None:
     assert (ROOT / args[0]).is_file(), f"README command copies a file that does not exist: {command}"
 
@@ -162,6 +213,8 @@ PARSERS: dict[str, Callable[[list[str], str, object], None]] = {
     "torchrun": _parse_torchrun,
     "make": _parse_make,
     "cp": _parse_cp,
+    "curl": _parse_curl,
+    "mlflow": _parse_mlflow,
     "git": lambda args, command, capsys: None,  # plain git
 }
 # How each program is started in the test: this interpreter, so the project's own packages run.
