@@ -158,7 +158,8 @@ def test_a_loss_hyperparameter_dirties_only_that_loss_stages(built_project, tmp_
     expected = {"train@csq-baseline-8", "train@csq-nhl-full"}
     if "report" in _stages(project):
         expected.add("report")  # it reads the whole `losses` section
-    assert set(status) == expected  # evaluate@csq-* follow once their model changes
+    # evaluate@csq-* follow once their model changes; `scan` is always changed (it hashes the data root)
+    assert set(status) - {"scan"} == expected
     for model in ("csq-baseline-8", "csq-nhl-full"):
         assert status[f"train@{model}"] == [{"changed deps": {"params.yaml": {"losses.csq": "modified"}}}]
 
