@@ -155,7 +155,7 @@ def load_codes(path: str | os.PathLike[str]) -> Codes:
 # --------------------------------------------------------------------------- models
 
 
-def resolve_model_path(spec: str | os.PathLike) -> Path:
+def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
     """The model file a `--model` value names (registry aliases are handled by `nhl.serving.resolve_model`)."""
     path = Path(spec)
     if not path.is_file():
@@ -163,7 +163,7 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
     return path
 
 
-def model_from_file(path: str | os.PathLike, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
+def model_from_file(path: str | os.PathLike[str], map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """Load a model file (`load_hasher`: tensors and plain values only): (Hasher in eval mode, model
     info for codes files). Registry names (`champion`, `models:/...`) are resolved above this
     layer, by `nhl.serving.resolve_model`."""

@@ -18,11 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def _group_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def broadcast_object(value: object, src: int = 0) -> object:
+def broadcast_object(value: _T, src: int = 0) -> _T:
     """Rank `src`'s (picklable) value on every process (identity without a process group)."""
     if not _group_active():
         return value

@@ -8,7 +8,7 @@ the checkpoint was chosen on the val split during training.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,13 +17,19 @@ from nhl.metrics import evaluate_nested, precision_recall_curve
 from nhl.models.hasher import Hasher, encode_loader
 from nhl.timing import phase
 
+if TYPE_CHECKING:
+    from nhl.data.dataset import ManifestDataset
+    from nhl.features import FeatureSet
+
 
 def encode_split(
     model: Hasher, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes int8 {-1,+1} [N, max bits], labels float [N, C]) of a dataset, in eval mode."""
     model = model.to(device).eval()
-    return encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
+    codes, labels = encode_loader(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
+    assert labels is not None, "encode_loader keeps the labels by default (keep_labels=True)"
+    return codes, labels
 
 
 def _encode_compact(model: Hasher, dataset: Dataset, batch_size: int, device: str | torch.device):
@@ -38,7 +44,7 @@ def _encode_compact(model: Hasher, dataset: Dataset, batch_size: int, device: st
     return codes, compact()
 
 
-def _num_classes(dataset: Dataset) -> int:
+def _num_classes(dataset: ManifestDataset | FeatureSet) -> int:
     """Label columns of a split, read from its sparse labels when it has them (no dense matrix)."""
     labels = getattr(dataset, "label_csr", None)
     return int((labels if labels is not None else dataset.labels).shape[1])
@@ -114,6 +120,8 @@ def evaluate_file(
     from nhl.data.dataset import load_split
     from nhl.models.hasher import load_hasher
 
+    query: ManifestDataset | FeatureSet
+    database: ManifestDataset | FeatureSet
     with phase("data"):
         model, extra = load_hasher(model_path, map_location=device)
         config = extra.get("config") or {}

@@ -10,13 +10,16 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nhl.data.dataset import load_split
+from nhl.data.dataset import ManifestDataset, load_split
 from nhl.models.hasher import save_hasher
 from nhl.timing import phase
 from nhl.training import TrainConfig, TrainResult, train_model
 from nhl.variants import parse_variant
+
+if TYPE_CHECKING:
+    from nhl.features import FeatureSet
 
 # Training settings a loss may set for itself (`losses.<name>.train`): they change how long and how
 # fast a model learns, never what is compared (lengths, backbone, data, seed, centres, A/D settings).
@@ -130,6 +133,8 @@ def train_from_manifest(
     if is_main:
         check_output_dir(model_path.parent, "model directory")
         check_output_dir(workdir, "checkpoint directory")
+    train_set: ManifestDataset | FeatureSet
+    val_set: ManifestDataset | FeatureSet
     with phase("data"):
         if config.freeze_backbone and features is not None:  # the head alone, on the features stage's cache
             from nhl.features import load_features

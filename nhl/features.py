@@ -126,6 +126,7 @@ def build_features(
     reused = cached is not None and (cached / META_NAME).is_file()
     with atomic.directory(out) as tmp:
         if reused:
+            assert cached is not None, "reused implies a cache directory holding this key"
             for split in SPLITS:
                 shutil.copyfile(cached / f"{split}.npy", tmp / f"{split}.npy")
             dim = int(np.load(tmp / "train.npy", mmap_mode="r").shape[1])

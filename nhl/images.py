@@ -20,6 +20,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000; a photo of 50 megapixels st
 MAX_PIXELS_ENV = "NHL_MAX_IMAGE_PIXELS"
 _LOCK = threading.Lock()
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+# What PIL's Image.open takes: a file path, or an open binary file (uploaded bytes wrapped in BytesIO).
+ImageSource = str | os.PathLike[str] | IO[bytes]
 
 
 def pixel_limit(max_pixels: int | None = None) -> int:
@@ -48,7 +51,7 @@ def pixel_limit(max_pixels: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def open_image(path: str | os.PathLike, max_pixels: int | None = None):
+def open_image(path: ImageSource, max_pixels: int | None = None):
     """The PIL image at `path`, opened lazily: only its header is read here.
 
     An image declaring more than `pixel_limit(max_pixels)` pixels is refused with a one-line
@@ -100,7 +103,7 @@ def convert(image, mode: str):
     return image if image.mode == mode else image.convert(mode)
 
 
-def decode(path: str | os.PathLike, mode: str, max_pixels: int | None = None) -> np.ndarray:
+def decode(path: ImageSource, mode: str, max_pixels: int | None = None) -> np.ndarray:
     """uint8 pixels `[H, W]` ("L") or `[H, W, 3]` ("RGB") of the image file at `path`.
 
     Refuses images over the pixel limit (`open_image`); a file that cannot be decoded is a
@@ -131,7 +134,7 @@ def list_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return found
 
 
-def read_image(path: str | os.PathLike, channels: int, size: int | None = None) -> torch.Tensor:
+def read_image(path: ImageSource, channels: int, size: int | None = None) -> torch.Tensor:
     """One image as float32 `[channels, H, W]` in [0, 1] (`[channels, size, size]` with `size`)."""
     if channels not in _MODES:
         raise ValueError(f"channels: expected 1 or 3, got {channels!r}")

@@ -125,7 +125,10 @@ class _Relevance:
                 d.indices.astype(np.int64),
             )
 
-    def numba_args(self) -> tuple:
+    def numba_args(
+        self,
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`_stats_kernel`'s relevance arguments: mode, words (2), ids (2), postings (4)."""
         return (self.mode, *self.words, *self.ids, *self.postings)
 
     def torch_chunk(self, start: int, end: int, device: Any) -> Any:
@@ -156,29 +159,29 @@ def _width(labels: Any) -> int:
 
 @numba.njit(parallel=True, cache=True)
 def _stats_kernel(
-    qw,
-    dwt,
-    mode,
-    qlw,
-    dlt,
-    qid,
-    did,
-    qptr,
-    qidx,
-    dptr,
-    didx,
-    nbits,
-    topk,
-    n_at,
-    stable,
-    dist,
-    relf,
-    rel_seen,
-    hist,
-    hrel,
-    ap,
-    rel_at,
-):
+    qw: np.ndarray,
+    dwt: np.ndarray,
+    mode: int,
+    qlw: np.ndarray,
+    dlt: np.ndarray,
+    qid: np.ndarray,
+    did: np.ndarray,
+    qptr: np.ndarray,
+    qidx: np.ndarray,
+    dptr: np.ndarray,
+    didx: np.ndarray,
+    nbits: int,
+    topk: int,
+    n_at: int,
+    stable: bool,
+    dist: np.ndarray,
+    relf: np.ndarray,
+    rel_seen: np.ndarray,
+    hist: np.ndarray,
+    hrel: np.ndarray,
+    ap: np.ndarray,
+    rel_at: np.ndarray,
+) -> None:
     """Per-query statistics; `dwt` / `dlt` are the database words transposed ([words, N]).
 
     Relevance by `mode` (see `_Relevance`). dist, relf, rel_seen are per-thread scratch rows
@@ -200,7 +203,7 @@ def _stats_kernel(
 
 
 @numba.njit(cache=True)
-def _relevance_words(qlv, dlt, rf):
+def _relevance_words(qlv: np.ndarray, dlt: np.ndarray, rf: np.ndarray) -> None:
     nd = dlt.shape[1]
     for i in range(nd):
         rf[i] = (qlv[0] & dlt[0, i]) != 0
@@ -210,13 +213,13 @@ def _relevance_words(qlv, dlt, rf):
 
 
 @numba.njit(cache=True)
-def _relevance_ids(qid, did, rf):
+def _relevance_ids(qid: np.int64, did: np.ndarray, rf: np.ndarray) -> None:
     for i in range(did.shape[0]):
         rf[i] = did[i] == qid
 
 
 @numba.njit(cache=True)
-def _relevance_postings(qlabels, dptr, didx, rf):
+def _relevance_postings(qlabels: np.ndarray, dptr: np.ndarray, didx: np.ndarray, rf: np.ndarray) -> None:
     rf[:] = 0
     for label in qlabels:
         if label + 1 < dptr.shape[0]:
@@ -225,7 +228,22 @@ def _relevance_postings(qlabels, dptr, didx, rf):
 
 
 @numba.njit(cache=True)
-def _query_stats(qv, dwt, nbits, topk, n_at, stable, dst, rf, r_seen, h, hr, ap, rel_at, q):
+def _query_stats(
+    qv: np.ndarray,
+    dwt: np.ndarray,
+    nbits: int,
+    topk: int,
+    n_at: int,
+    stable: bool,
+    dst: np.ndarray,
+    rf: np.ndarray,
+    r_seen: np.ndarray,
+    h: np.ndarray,
+    hr: np.ndarray,
+    ap: np.ndarray,
+    rel_at: np.ndarray,
+    q: int,
+) -> None:
     nd = dwt.shape[1]
     # vectorised: distances by popcount (relevance `rf` is already filled)
     for i in range(nd):
@@ -364,7 +382,7 @@ def _expected_ap_kernel(hist: np.ndarray, hrel: np.ndarray, topk: int, out: np.n
         out[q] = _expected_ap_row(hist[q], hrel[q], topk)
 
 
-def _stats_numba(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
+def _stats_numba(qc: Any, rel: _Relevance, dc: Any, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
     def words(x: Any) -> np.ndarray:  # ±1 codes, or already packed words
         return x if x.dtype == np.uint64 else pack_bits(_to_numpy(x) > 0, 8)
 
@@ -398,7 +416,7 @@ def _stats_numba(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stabl
     return _Stats(hist, hrel, ap, rel_at)
 
 
-def _stats_torch(qc, rel: _Relevance, dc, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
+def _stats_torch(qc: Any, rel: _Relevance, dc: Any, bits: int, topk: int, n_at: int, stable: bool) -> _Stats:
     import torch
 
     device = next(
@@ -436,7 +454,7 @@ _STATS_BY_BACKEND = {"numba": _stats_numba, "torch": _stats_torch}
 assert tuple(_STATS_BY_BACKEND) == BACKENDS
 
 
-def _stats(qc, rel: _Relevance, dc, bits, topk, n_at, stable, backend) -> _Stats:
+def _stats(qc: Any, rel: _Relevance, dc: Any, bits: int, topk: int, n_at: int, stable: bool, backend: str) -> _Stats:
     nq, nd = qc.shape[0], dc.shape[0]
     if nd == 0:
         zeros = np.zeros((nq, bits + 1), np.int64)

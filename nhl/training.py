@@ -437,8 +437,9 @@ class Trainer:
         if not self.dist.enabled:
             return self.evaluate()
         synchronise_buffers(self.model)
-        scores = self.evaluate() if self.dist.is_main else None
-        return broadcast_object(scores)
+        scores = broadcast_object(self.evaluate() if self.dist.is_main else None)
+        assert scores is not None, "rank 0 (the main process, the broadcast's source) always evaluates"
+        return scores
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:

@@ -10,6 +10,7 @@ lengths are capped by the adjacent one; w_j is the product of its alphas, normal
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ def dominance_weights(
     return (n * weights / weights.sum()).float()
 
 
-def probe_gradients(head_weight: nn.Parameter, objectives: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def probe_gradients(head_weight: torch.Tensor, objectives: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Flattened gradient of each scalar objective w.r.t. `head_weight`, via `torch.autograd.grad`:
     nothing is accumulated into any `.grad`, so the real update starts clean."""
     grads = []
@@ -84,6 +85,15 @@ def probe_gradients(head_weight: nn.Parameter, objectives: Sequence[torch.Tensor
             g = torch.zeros_like(head_weight)
         grads.append(g.detach().reshape(-1))
     return grads
+
+
+class LinearHead(Protocol):
+    """What `AdaptiveWeighting.compute` uses of a head (NestedHashHead has it): calling it on
+    features gives one output per length, and `linear.weight` is the weight the probes reach."""
+
+    linear: nn.Linear
+
+    def __call__(self, features: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 class AdaptiveWeighting:
@@ -111,7 +121,7 @@ class AdaptiveWeighting:
 
     def compute(
         self,
-        head: nn.Module,
+        head: LinearHead,
         detached_features: torch.Tensor,
         objective_fn: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]],
     ) -> torch.Tensor:
@@ -125,7 +135,7 @@ class AdaptiveWeighting:
             return self.from_objectives(head.linear.weight, objectives, [o.shape[1] for o in outputs])
 
     def from_objectives(
-        self, head_weight: nn.Parameter, objectives: Sequence[torch.Tensor], lengths: Sequence[int]
+        self, head_weight: torch.Tensor, objectives: Sequence[torch.Tensor], lengths: Sequence[int]
     ) -> torch.Tensor:
         """The weights from objectives already computed on the training step's own graph.
 

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)
     if not grid:
         _, own = split_loss_settings(args.loss, settings)
-        lr = float(own.get("lr", section.get("lr", 1e-3)))
+        fallback: str | float = section.get("lr", 1e-3)  # YAML reads 1e-3 as a string, hence float() below
+        lr = float(own.get("lr", fallback))
         grid = {"lr": [round(lr / 3, 8), lr, round(lr * 3, 8)]}
     if args.bits not in section.get("lengths", [args.bits]):
         section["lengths"] = sorted({*section.get("lengths", []), args.bits})

@@ -110,6 +110,7 @@ class ManifestDataset(Dataset):
             if self.channels is None or (pixels.ndim == 2) == (self.channels == 1):
                 return pixels
             return np.asarray(_pil().fromarray(pixels).convert("L" if self.channels == 1 else "RGB"))
+        assert self.root is not None, "items not in `images` are files: __init__ requires a root for 'path' rows"
         path = self.root / self.frame.at[index, "path"]
         try:
             path = inside_root(self.root, self.frame.at[index, "path"], "manifest entry")

@@ -70,7 +70,7 @@ def check_images(
     cache: dict = {}  # only this manifest's images are kept, so the file does not grow forever
     stats = CheckStats()
     rows = []
-    first_line = {}
+    first_line: dict[str, int] = {}
     for index, rel in entries.items():
         first_line.setdefault(rel, int(index) + 2)  # header is line 1
     for rel, line in first_line.items():

@@ -82,7 +82,7 @@ def ids_to_multi_hot(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(ids, num_classes).float()
 
 
-class MemoryBankMixin:
+class MemoryBankMixin(HashLoss):
     """Buffers `bank_codes [num_train, bits]`, `bank_labels [num_train, C]`, `bank_seen [num_train]`.
 
     Buffers go into `state_dict`, so checkpoints carry the bank. Writing is idempotent (calling
@@ -91,7 +91,9 @@ class MemoryBankMixin:
     their labels into it.
 
     Limit: `bank_labels` is dense, 4 N C bytes (4 GB for 100,000 training items at 10,000 classes);
-    with many classes prefer a centre loss (csq) or `pairs="batch"`, which keeps no bank.
+    with many classes prefer a centre loss (csq) or `pairs="batch"`, which keeps no bank. A mixin for
+    HashLoss subclasses: it derives from HashLoss (as CentersMixin does) so that `num_train`, `bits`,
+    `training` and `register_buffer` are typed, which leaves a loss's method resolution order as it was.
     """
 
     bank_codes: torch.Tensor

@@ -18,7 +18,7 @@ def weak_losses(best: dict[str, float], fraction: float = WEAK_FRACTION) -> dict
     best = {loss: float(value) for loss, value in best.items() if value is not None}
     if not best:
         return {"best": {}, "losses": {}, "best_loss": None, "best_map": None, "fraction": fraction}
-    top = max(best, key=best.get)
+    top = max(best, key=best.__getitem__)
     weak = {loss: value for loss, value in best.items() if value < fraction * best[top]}
     return {"best": best, "losses": weak, "best_loss": top, "best_map": best[top], "fraction": fraction}
 

@@ -170,7 +170,7 @@ def _pixels(dataset: Any, row: int) -> np.ndarray:
 
     image = (dataset[row][0].clamp(0, 1) * 255).round().numpy().astype(np.uint8)
     image = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-    return np.asarray(Image.fromarray(image).convert("RGB").resize((TILE, TILE), Image.NEAREST))
+    return np.asarray(Image.fromarray(image).convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST))
 
 
 def _framed(tile: np.ndarray, colour: tuple[int, int, int], dashed: bool, width: int = 3) -> np.ndarray:

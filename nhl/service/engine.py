@@ -116,7 +116,7 @@ class Snapshot:
     def encode(self, image: Any) -> np.ndarray:
         """The ±1 code [1, k_max] of one image tensor [C, H, W] in [0, 1]."""
         packed = encode_batches(self.model, [image.unsqueeze(0)])
-        return Codes(packed, [0], self.database.codes.bits, {}).codes()
+        return Codes(packed, np.zeros(1, np.int64), self.database.codes.bits, {}).codes()
 
     def search(self, code: np.ndarray, labels: np.ndarray | None, bits: int, k: int) -> dict[str, Any]:
         """Top-k of one query code at `bits`: results with distances and relevance, and the time."""
@@ -178,6 +178,7 @@ def manifest_split(model: Any, info: dict[str, Any], version: str, source: Sourc
     from nhl.data.dataset import load_split
     from nhl.data.manifest import read_manifest
 
+    assert source.manifest is not None, "build_snapshot encodes manifest splits only for a Source with a manifest"
     _, meta = read_manifest(source.manifest)
     dataset = load_split(source.manifest, split, source=source.images, channels=model.spec.in_channels)
     if len(dataset) == 0:
@@ -220,9 +221,10 @@ def build_snapshot(source: Source) -> Snapshot:
     else:
         raise ValueError("--manifest: needed to encode the database (or pass --codes)")
     indexes = {k: HashIndex(k, "flat").add(database.codes.codes(k)) for k in lengths}
-    shape = None
+    shape: tuple[int, int, int] | None = None
     if database.images is not None:
-        shape = tuple(int(s) for s in database.images[0][0].shape)
+        channels, height, width = (int(s) for s in database.images[0][0].shape)  # an item's image is [C, H, W]
+        shape = (channels, height, width)
     elif model.spec.input_size is not None:
         shape = (model.spec.in_channels, model.spec.input_size, model.spec.input_size)
     return Snapshot(model, info, version, lengths, database, queries, indexes, shape, time.perf_counter() - start)

@@ -64,6 +64,7 @@ def _already_logged(run: ModelRun, metrics: Mapping[str, float]) -> bool:
     def read() -> dict[str, float]:
         import mlflow
 
+        assert run.run_id is not None, "_guard runs an action only while the run is active (run_id set)"
         return mlflow.MlflowClient(run.uri).get_run(run.run_id).data.metrics
 
     found = run._guard("get_run", read) or {}

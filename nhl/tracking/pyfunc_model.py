@@ -22,11 +22,12 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 from nhl.tracking.models import HASHER_ARTIFACT
 
 
-class HasherModel(mlflow.pyfunc.PythonModel):
+class HasherModel(PythonModel):
     """Images in, the code at every length out (see the module doc)."""
 
     def load_context(self, context) -> None:

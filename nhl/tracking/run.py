@@ -202,6 +202,7 @@ class ModelRun:
 
             from nhl.tracking.datasets import dataset_inputs
 
+            assert self.run_id is not None, "_guard runs an action only while the run is active (run_id set)"
             mlflow.MlflowClient(self.uri).log_inputs(self.run_id, datasets=dataset_inputs(meta, manifest, splits))
 
         self._guard("log_datasets", send)
