@@ -122,12 +122,18 @@ def promote(project: str) -> list[dict]:
     return [decision.to_dict() for decision in decisions]
 
 
+# Stages DVC runs on every repro (`always_changed`): the scan of data.root, which reruns nothing
+# downstream unless an image changed. Reporting them would make every run look like work.
+ALWAYS_RUN = ("scan",)
+
+
 @flow(name="retrain")
 def retrain(project: str | None = None) -> dict:
     """Reproduce the project's pipeline through DVC; returns what ran and what it produced.
 
     `project` is the project directory (default: the checkout holding this file). The result:
-    `stages_run` (in order; skipped stages are absent), `validation` (verdict, failed checks,
+    `stages_run` (in order; skipped stages and the always-run `scan` stage are absent, so an
+    up-to-date project reports nothing), `validation` (verdict, failed checks,
     split sizes), `models`, `metrics` (files relative to the project), `report` (or None) and
     `promotion` (the gate's decision per registered model).
     """
@@ -143,7 +149,7 @@ def retrain(project: str | None = None) -> dict:
     metrics = [f"metrics/{m}.json" for m in models if (root / "metrics" / f"{m}.json").is_file()]
     return {
         "project": str(root),
-        "stages_run": ran,
+        "stages_run": [stage for stage in ran if stage not in ALWAYS_RUN],
         "validation": verdict,
         "models": models,
         "metrics": metrics,

@@ -86,7 +86,7 @@ PRINTS = {
     "nhl audit": r"Chain complete",
     "nhl train": r"best epoch",
     "torchrun": r"train: csq-nhl-full: best epoch",
-    "nhl run": r"Data and pipelines are up to date",
+    "nhl run": r"Stage 'report' didn't change, skipping",  # only the always-run scan stage runs
     "nhl schedule": r"retrain: ran nothing \(up to date\)",
     "dvc metrics": r"metrics/csq-nhl-full.json",
     ".venv/bin/python pipelines/claims.py": r"claims: 456 of 456 models",
