@@ -2,7 +2,9 @@
 `models:/<name>@<alias>`, `models:/<name>/<version>`).
 
 It sits above the codes layer (which takes a model and returns codes) and the registry, so that
-neither depends on the other; `nhl encode`, `nhl search` and a serving app call `resolve_model`.
+neither depends on the other; `nhl encode`, `nhl search`, the report's retrieval grids and `nhl serve`
+call `resolve_model`. `model_version(spec)` says which exact model a spec names *now* without
+loading it, so a running server can poll a registry alias cheaply.
 """
 
 from __future__ import annotations
@@ -50,3 +52,27 @@ def registry_reference(spec: str | os.PathLike) -> tuple[str | None, str] | None
     from nhl.registry import parse_model_spec
 
     return parse_model_spec(spec)
+
+
+def model_version(spec: str | os.PathLike) -> str:
+    """What `spec` points to now: `<name>/<version>` for a registry reference, the file's sha256
+    for a model file. A spec that names nothing is a one-line ValueError / FileNotFoundError."""
+    from nhl.codes import file_sha256, resolve_model_path
+
+    reference = None if Path(spec).is_file() else registry_reference(spec)
+    if reference is None:
+        return file_sha256(resolve_model_path(spec))
+    from nhl.registry.versions import get_version, name_with_alias, registry_client
+
+    name, ref = reference
+    client = registry_client()
+    if name is None:
+        name = name_with_alias(client, ref)
+    return f"{name}/{get_version(client, name, ref).version}"
+
+
+def version_of(info: dict[str, Any]) -> str:
+    """The same identity as `model_version`, read from a loaded model's info."""
+    if info.get("registered_model"):
+        return f"{info['registered_model']}/{info['version']}"
+    return str(info["sha256"])

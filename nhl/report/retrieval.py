@@ -8,7 +8,7 @@ with the exact FAISS flat index `nhl search` uses. `draw_retrieval` lays the hit
 image grid per loss: a block per query, a row per (model, length), relevant hits (sharing a label
 with the query) in a solid green frame, irrelevant ones in a dashed red frame.
 
-Models are loaded through `nhl.service.models.load_model`, the one place model specs resolve.
+Models are loaded through `nhl.serving.resolve_model`, the one place model specs resolve.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def collect_examples(
     """
     from nhl.data.dataset import load_split
     from nhl.index import HashIndex
-    from nhl.service.models import load_model
+    from nhl.serving import resolve_model as load_model
 
     if nested not in variants:
         raise ValueError(f"report.examples.variant: {nested!r} is not one of models.variants {list(variants)}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from nhl.codes import Codes, encode_batches, load_codes, save_codes
 from nhl.index import HashIndex
-from nhl.service.models import load_model, model_version, version_of
+from nhl.serving import model_version, resolve_model, version_of
 
 log = logging.getLogger("nhl.serve")
 
@@ -205,7 +205,7 @@ def manifest_split(model: Any, info: dict[str, Any], version: str, source: Sourc
 def build_snapshot(source: Source) -> Snapshot:
     """Load the model `source.spec` names now, encode (or read) the database, build the indexes."""
     start = time.perf_counter()
-    model, info = load_model(source.spec)
+    model, info = resolve_model(source.spec)
     version = version_of(info)
     lengths = [int(k) for k in info["lengths"]]
     queries = None
