@@ -102,3 +102,15 @@ def browser():
         yield driver
     finally:
         driver.quit()
+
+
+# Set by coverage's `patch = ["subprocess"]` (pyproject.toml): every Python process started with it in
+# its environment runs under coverage's tracer.
+COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
+
+
+@pytest.fixture
+def unmeasured(monkeypatch) -> None:
+    """Processes the test starts run without coverage: for servers that run none of nhl/ or pipelines/
+    (Prefect's, MLflow's), whose start-up the tracer only slows down and whose files coverage omits."""
+    monkeypatch.delenv(COVERAGE_SUBPROCESS_ENV, raising=False)

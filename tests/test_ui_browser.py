@@ -46,8 +46,9 @@ def project(tmp_path, monkeypatch, fresh_store):
 
 
 @pytest.fixture
-def ui_server(project):
-    """`nhl ui`'s server on the project's store; yields its base URL once it answers /health."""
+def ui_server(project, unmeasured):
+    """`nhl ui`'s server (MLflow's code only, so outside coverage) on the project's store; yields its base
+    URL once it answers /health."""
     port = _free_port()
     args = argparse.Namespace(port=port, host="127.0.0.1", project_root=project)
     server = subprocess.Popen(
