@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny seeded digits split, built once per test session."""
+"""Shared fixtures, each built once per test session: a tiny seeded digits split, an empty MLflow
+store to copy, and a headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -76,3 +77,40 @@ def fresh_store(tmp_path_factory):
         return f"sqlite:///{path}"
 
     return make
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's chromium and chromium-driver) for every browser test of the session:
+    starting one costs seconds. Each test opens its own page with `browser.get`."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("chromium / chromedriver not installed (apt-get install -y chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# Set by coverage's `patch = ["subprocess"]` (pyproject.toml): every Python process started with it in
+# its environment runs under coverage's tracer.
+COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
+
+
+@pytest.fixture
+def unmeasured(monkeypatch) -> None:
+    """Processes the test starts run without coverage: for servers that run none of nhl/ or pipelines/
+    (Prefect's, MLflow's), whose start-up the tracer only slows down and whose files coverage omits."""
+    monkeypatch.delenv(COVERAGE_SUBPROCESS_ENV, raising=False)

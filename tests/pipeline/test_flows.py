@@ -26,10 +26,16 @@ def flows():
 
 @pytest.fixture(scope="session")
 def prefect():
-    """A temporary Prefect API for the session (its start takes about 30 s on 2 cores)."""
+    """A temporary Prefect API for the session (its start takes about 30 s on 2 cores). Its server runs
+    Prefect's code only, so it starts without coverage's tracer (see `unmeasured` in tests/conftest.py)."""
+    from contextlib import ExitStack
+
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+            stack.enter_context(prefect_test_harness(server_startup_timeout=120))
         yield
 
 
@@ -233,7 +239,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_local_prefect_server_answers_and_stops(tmp_path):
+def test_local_prefect_server_answers_and_stops(tmp_path, unmeasured):
     import urllib.request
 
     from nhl.commands.schedule import _port_in_use, local_prefect_server

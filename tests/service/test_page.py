@@ -3,37 +3,18 @@ search, see k thumbnails, switch the code length and see the results change.
 
 The expected thumbnails are the API's own answer for the same query (the API is checked against
 brute force in test_api.py). A screenshot is saved (`NHL_SERVE_SCREENSHOT`, default a tmp path).
-Skipped when Chromium, chromedriver or selenium is missing (`.ci/run` installs them).
+Skipped when Chromium, chromedriver or selenium is missing (`.ci/run` installs them); the browser is
+the session's (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-import pytest
 import requests
 
 from .conftest import LiveServer
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
-        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_the_page_searches_and_switches_lengths(browser, served_model, digits_manifest_dir, tmp_path):
