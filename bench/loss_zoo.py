@@ -8,12 +8,20 @@ the table reports mAP@ALL of the query split against the database split at 64 bi
 table to reports/benchmarks.md.
 
     python bench/loss_zoo.py                 # committed settings, two models at a time
+    python bench/loss_zoo.py --losses dhn    # only some losses (a table of those rows)
+    python bench/loss_zoo.py --compose       # no training: one table of every loss from the newest rows
     python bench/loss_zoo.py --released      # the shared train settings and every loss's defaults
+
+`--compose` takes each loss's row from the newest committed-settings table in reports/benchmarks.md
+and appends one table of them all, with the date each row was measured; a row whose hyper-parameters,
+lr or epochs are not the ones params.yaml commits now is refused (exit 2), so the composed table only
+holds measurements at the committed settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 BITS = 64
 TARGET = 0.85
+TITLE = "Loss zoo on mnist5k at committed settings"
 
 
 def train_and_score(manifest: str, section: dict, loss: str, variant: str, settings: dict) -> dict:
@@ -71,7 +80,96 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ignore `losses`: every loss at its defaults with the shared train settings",
     )
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default: %(default)s)")
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="train nothing: one table of every loss from the newest committed-settings rows in --report",
+    )
+    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "benchmarks.md", help="for --compose")
     return parser.parse_args(argv)
+
+
+def hparams_text(settings: dict) -> str:
+    """The table's hyper-parameters cell for a loss's settings (its `train` mapping left out)."""
+    hparams = {k: v for k, v in settings.items() if k != "train"}
+    return ", ".join(f"{k}={v}" for k, v in hparams.items()) or "defaults"
+
+
+def newest_rows(text: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """{loss: (date, row)} from the newest committed-settings zoo table holding that loss."""
+    rows: dict[str, tuple[str, dict[str, str]]] = {}
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        if not title.startswith(TITLE):
+            continue
+        date = re.search(r"^- date: (.+)$", body, re.MULTILINE)
+        lines = [line.strip() for line in body.splitlines() if line.startswith("| ")]
+        if len(lines) < 3:
+            continue
+        headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+        for line in lines[2:]:
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            row = dict(zip(headers, cells, strict=True))
+            rows[row["loss"]] = (date.group(1) if date else "unknown", row)
+    return rows
+
+
+def committed_mismatch(row: dict[str, str], settings: dict, section: dict) -> str | None:
+    """Why `row` was not measured at these settings, or None when it was.
+
+    The epochs cell is the baseline's epochs run: the committed epochs, or fewer when early stopping
+    ended it (then best epoch + patience)."""
+    train = {**section, **(settings.get("train") or {})}
+    if row["hyper-parameters"] != hparams_text(settings):
+        return f"hyper-parameters {row['hyper-parameters']!r}, committed {hparams_text(settings)!r}"
+    if float(row["lr"]) != float(train["lr"]):
+        return f"lr {row['lr']}, committed {train['lr']}"
+    run, best = int(row["epochs"]), int(row["best epoch (base / nested)"].split("/")[0])
+    if run != int(train["epochs"]) and run != best + int(train["patience"]):
+        return f"{run} epochs run (best {best}), committed {train['epochs']} with patience {train['patience']}"
+    return None
+
+
+def compose(args: argparse.Namespace, params: dict, losses: list[str]) -> int:
+    """Append one table of every loss, each row from its newest committed-settings measurement."""
+    from _report import append_table
+
+    section = dict(params["train"])
+    found = newest_rows(args.report.read_text(encoding="utf-8")) if args.report.is_file() else {}
+    rows, dates = [], set()
+    for loss in losses:
+        settings = dict((params.get("losses") or {}).get(loss) or {})
+        if loss not in found:
+            print(
+                f"loss_zoo: {args.report} has no row for {loss}; run bench/loss_zoo.py --losses {loss}", file=sys.stderr
+            )
+            return 2
+        date, row = found[loss]
+        why = committed_mismatch(row, settings, section)
+        if why is not None:
+            print(
+                f"loss_zoo: the newest {loss} row ({date}) is not at the committed settings: {why}; "
+                f"run bench/loss_zoo.py --losses {loss}",
+                file=sys.stderr,
+            )
+            return 2
+        dates.add(date)
+        rows.append([*row.values(), date])
+    headers = [*next(iter(found.values()))[1].keys(), "measured"]
+    notes = (
+        "Each row copied from the newest committed-settings table above that holds its loss (the "
+        "`measured` column is that table's date; see its machine, command and notes), after checking it "
+        "against params.yaml as committed now: hyper-parameters, lr, and epochs run (the committed "
+        f"epochs, or best epoch + patience when early stopping ended the run). {len(dates)} runs."
+    )
+    append_table(
+        f"Loss zoo on mnist5k, every loss at its committed settings (composed, {len(rows)} losses)",
+        headers,
+        rows,
+        notes=notes,
+        path=args.report,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loss_zoo: train.lengths {section['lengths']} lacks {BITS}", file=sys.stderr)
         return 2
     losses = args.losses or list_losses()
+    if args.compose:
+        return compose(args, params, losses)
     settings = {loss: {} if args.released else dict((params.get("losses") or {}).get(loss) or {}) for loss in losses}
     jobs = [(loss, variant) for loss in losses for variant in (f"baseline-{BITS}", args.variant)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -105,11 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for loss in losses:
         base, nested = results[(loss, f"baseline-{BITS}")], results[(loss, args.variant)]
-        hparams = {k: v for k, v in settings[loss].items() if k != "train"}
         rows.append(
             [
                 loss,
-                ", ".join(f"{k}={v}" for k, v in hparams.items()) or "defaults",
+                hparams_text(settings[loss]),
                 f"{base['lr']:g}",
                 str(base["epochs"]),
                 f"{base['map']:.3f}",

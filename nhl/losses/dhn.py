@@ -32,6 +32,14 @@ class DHNLoss(PairsMixin, HashLoss):
     lr 1e-3, 6 epochs) query mAP 0.846 (DPSH, the same likelihood, 0.507 raw; CSQ 0.946).
     normalise=False, scale=0.5 is the released loss.
 
+    Open: the nested model trails the baseline at 64 bits on mnist5k (bench/loss_zoo.py, query
+    mAP@ALL, one seed): 0.884 / 0.836 after 6 epochs, 0.946 / 0.915 with 12 (baseline early-stopped
+    at 11, best epoch 8; nested best 9). The gap narrows with training (4.8 -> 3.1 points) and DPSH,
+    the same likelihood on the same normalised codes with a quadratic instead of a log-cosh
+    quantisation term, is within 0.2 points nested (0.927 / 0.929 at 12 epochs), so neither the
+    likelihood scale nor the pair weighting is implicated; the per-length val curves at 18 epochs
+    (the 3x budget) were not measured yet.
+
     Hyper-parameters: quant_weight (alpha, 0.1), pairs ("batch" or "bank"), mask_unseen (bank mode
     only; True: average over bank rows written so far; False: the released average over all rows,
     where unseen rows add the constant log 2 and no gradient), balance_pairs (False; True: similar

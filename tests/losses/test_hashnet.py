@@ -110,3 +110,18 @@ def test_hashnet_counts_one_step_per_batch_with_adaptive_weighting(digits_splits
     assert [int(loss.step) for loss in trainer.objective.losses] == [steps, steps]
     saved = torch.load(trainer.checkpoint_path, weights_only=True)
     assert [int(saved["objective"][f"losses.{i}.step"]) for i in range(2)] == [steps, steps]
+
+
+def test_committed_schedule_reaches_the_released_final_scale_in_our_step_count():
+    # mnist5k: 2,000 items / batch 64 = 32 steps per epoch, 384 in 12 epochs. The released schedule
+    # (gamma 0.005, step_size 200) is written for 10,000 iterations and ends at sqrt(1 + 0.005 * 9800).
+    released_end = math.sqrt(1 + 0.005 * 9800)  # 7.071
+    released = build_loss("hashnet", bits=64, num_classes=10, num_train=2000)
+    released.step.fill_(384)
+    assert released.scale == pytest.approx(math.sqrt(1 + 0.005 * 200))  # 384 rounds down to 200: 1.414
+    committed = build_loss("hashnet", bits=64, num_classes=10, num_train=2000, gamma=0.13, step_size=8)
+    committed.step.fill_(384)
+    assert committed.scale == pytest.approx(math.sqrt(1 + 0.13 * 384))  # 7.133
+    assert committed.scale == pytest.approx(released_end, rel=0.01)
+    committed.step.fill_(15)  # 15 rounds down to 8
+    assert committed.scale == pytest.approx(math.sqrt(1 + 0.13 * 8))

@@ -131,3 +131,29 @@ def test_identical_codes_and_saturated_outputs_stay_finite():
     value = loss(u, torch.eye(2)[[0, 0, 1]], torch.arange(3))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(u.grad).all()
+
+
+def test_default_distance_scale_is_where_normalised_half_distance_codes_sit():
+    # Hadamard rows are +-1 and pairwise at Hamming distance bits / 2; RMS-normalised they stay +-1, so
+    # z = +-tanh(1) and every pair's relaxed distance is (bits / 2) * 2 tanh(1) / (2 bits) = tanh(1) / 2.
+    ideal = torch.from_numpy(scipy.linalg.hadamard(8)[[1, 2, 3, 4]]).double()
+    labels, index = torch.eye(4, dtype=torch.float64), torch.arange(4)
+    loss = build_loss("shrewd", bits=8, num_classes=4, num_train=10, kl_weight=0.0)
+    assert loss.distance_scale == pytest.approx(0.5 * math.tanh(1.0), rel=1e-12)  # 0.3808
+    assert loss(ideal, labels, index).item() == pytest.approx(0.0, abs=1e-6)
+    # the scale first written here (0.5, still reachable): every pair misses by 0.5 - tanh(1) / 2 = 0.1192
+    released = build_loss("shrewd", bits=8, num_classes=4, num_train=10, kl_weight=0.0, distance_scale=0.5)
+    assert released(ideal, labels, index).item() == pytest.approx(0.5 - 0.5 * math.tanh(1.0), rel=1e-5)
+    raw = build_loss("shrewd", normalise=False, bits=8, num_classes=4, num_train=10)
+    assert raw.distance_scale == 0.5
+
+
+def test_normalised_codes_never_reach_mean_abs_tanh_above_tanh_one():
+    # the bound behind the default: mean x^2 = 1 implies mean |tanh x| <= tanh(1) (Jensen)
+    from nhl.losses.pairs import rms_normalise
+
+    u = torch.randn(200, 64, generator=torch.Generator().manual_seed(0)) * torch.rand(200, 1) * 5
+    u[0] = 1.0  # equal magnitudes: the bound is reached
+    means = rms_normalise(u.double()).tanh().abs().mean(dim=1)
+    assert float(means.max()) <= math.tanh(1.0) + 1e-9
+    assert float(means[0]) == pytest.approx(math.tanh(1.0), rel=1e-6)
