@@ -77,13 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="local",
         help="local: one cell after another here (default); dask: one Prefect task per cell on a Dask cluster",
     )
-    fanout.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask cluster (default: a LocalCluster)")
+    fanout.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask cluster (default: a LocalCluster)"
+    )
     fanout.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (%(default)s)")
     fanout.add_argument(
-        "--git-remote", metavar="URL", help="where workers push experiments (default for a LocalCluster: this repository)"
+        "--git-remote",
+        metavar="URL",
+        help="where workers push experiments (default for a LocalCluster: this repository)",
     )
     fanout.add_argument(
-        "--dvc-remote", metavar="URL", help="where workers push outputs (default for a LocalCluster: this repository's cache)"
+        "--dvc-remote",
+        metavar="URL",
+        help="where workers push outputs (default for a LocalCluster: this repository's cache)",
     )
     fanout.add_argument(
         "--workdir",

@@ -80,7 +80,7 @@ def retry_unless_refused(task: Any, task_run: Any, state: Any) -> bool:
         return False
     except CellFailed as err:
         return not err.permanent
-    except Exception:
+    except Exception:  # noqa: BLE001 - any other failure (a killed command, a held lock) may pass
         return True
     return True
 
@@ -147,7 +147,7 @@ def claims(cells: list, prefix: str, commit: str, options: FanoutOptions, force:
     for name, future in futures.items():
         try:
             records[name] = future.result()
-        except Exception as err:  # the task failed after its retries: the cell shows as missing
+        except Exception as err:  # noqa: BLE001 - the task failed after its retries: the cell shows as missing
             records[name] = {"name": name, "status": "failed", "error": str(err).splitlines()[0]}
     return [records[cell.experiment_name(prefix)] for cell in cells]
 
@@ -199,8 +199,11 @@ def run_and_collect_dask(
     baseline = head_commit(root)
     untracked = untracked_code(root)
     if untracked:
-        print(f"claims: warning: {len(untracked)} untracked file(s) under nhl/ or pipelines/ (e.g. {untracked[0]}) "
-              "are not in the workers' clones; commit them", file=sys.stderr)
+        print(
+            f"claims: warning: {len(untracked)} untracked file(s) under nhl/ or pipelines/ (e.g. {untracked[0]}) "
+            "are not in the workers' clones; commit them",
+            file=sys.stderr,
+        )
     where = options.scheduler or f"a LocalCluster of {options.workers} workers"
     print(f"claims: {len(cells)} cells on {where}; experiments via {options.git_remote}", flush=True)
     remote = {} if force else remote_experiments(root, options.git_remote, baseline)
@@ -216,14 +219,18 @@ def run_and_collect_dask(
         if options.dvc_remote:
             configure_dvc(root, options.dvc_remote)
         have = experiment_refs(root, baseline)
-        pull_experiments(root, options.git_remote, [n for n in names if force or n not in have], bool(options.dvc_remote))
+        pull_experiments(
+            root, options.git_remote, [n for n in names if force or n not in have], bool(options.dvc_remote)
+        )
     existing = experiment_refs(root, baseline)
     failed = []
-    for i, (cell, record) in enumerate(zip(cells, records), start=1):
+    for i, (cell, record) in enumerate(zip(cells, records, strict=True), start=1):
         name = cell.experiment_name(prefix)
         if name not in existing:
-            print(f"claims: {name}: failed ({record.get('error', 'no experiment')}); its models show as missing",
-                  file=sys.stderr)
+            print(
+                f"claims: {name}: failed ({record.get('error', 'no experiment')}); its models show as missing",
+                file=sys.stderr,
+            )
             failed.append(name)
             continue
         print(f"claims: [{i}/{len(cells)}] {name}: {record['status']} ({record.get('host', 'remote')}), collecting")

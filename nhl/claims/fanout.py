@@ -74,7 +74,8 @@ def _run(args: list[str], cwd: str | os.PathLike, env: dict[str, str] | None = N
 
 def _dvc(root: str | os.PathLike, *args: str, env: dict[str, str] | None = None) -> None:
     """`dvc *args` in `root`; a failure is a one-line `CellFailed` with DVC's last words."""
-    from nhl.orchestration import dvc_command as dvc, dvc_env
+    from nhl.orchestration import dvc_command as dvc
+    from nhl.orchestration import dvc_env
 
     done = _run(dvc(*args), root, env or dvc_env())
     if done.returncode != 0:
@@ -123,7 +124,9 @@ def prepare_clone(
             raise CellFailed(f"git clone {git_remote} {clone}: {done.stderr.strip()}")
         checkout = _run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", commit], clone)
         if checkout.returncode != 0:
-            raise CloneMismatch(f"worker clone {clone}: the plan's commit {commit[:10]} is not in {git_remote}; push it")
+            raise CloneMismatch(
+                f"worker clone {clone}: the plan's commit {commit[:10]} is not in {git_remote}; push it"
+            )
     head = head_commit(clone)
     if head != commit:
         raise CloneMismatch(
@@ -218,7 +221,12 @@ def run_cell_in_clone(
             log(f"{name}: dvc exp run in {clone} on {host}")
         with open(logfile, "w") as out:
             process = subprocess.Popen(
-                command, cwd=clone, env=run_environment(name), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=clone,
+                env=run_environment(name),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             (clone / PIDFILE).write_text(f"{host} {process.pid}\n")
             code = process.wait()
@@ -239,9 +247,7 @@ def run_cell_in_clone(
     return done(status, local[name])
 
 
-def pull_experiments(
-    root: str | os.PathLike, git_remote: str, names: list[str], dvc_remote: bool = True
-) -> None:
+def pull_experiments(root: str | os.PathLike, git_remote: str, names: list[str], dvc_remote: bool = True) -> None:
     """`dvc exp pull` the named experiments (and their outputs, from `DVC_REMOTE`) into `root`."""
     if names:
         pull = ["exp", "pull", "--force", *(["--remote", DVC_REMOTE] if dvc_remote else ["--no-cache"])]

@@ -41,8 +41,8 @@ experiment:
     nested: {variants: [nhl-full]}
 report: {baseline_setting: base, centres_setting: null, faithful_setting: null}
 """
-CELLS = {"fan-digits-s0-base": "csq-baseline-8", "fan-digits-s0-nested": "csq-nhl-full"}
-STATUS = re.compile(r"^claims: \[\d/2\] (fan-digits-s0-\w+)-[0-9a-f]{8}: (\w+)", re.MULTILINE)
+CELLS = {"digits-s0-base": "csq-baseline-8", "digits-s0-nested": "csq-nhl-full"}  # cell id: its model
+STATUS = re.compile(r"^claims: \[\d/2\] fan-(digits-s0-\w+)-[0-9a-f]{8}: (\w+)", re.MULTILINE)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -103,6 +103,7 @@ def fanout(tiny_project, tmp_path_factory) -> Fanout:
     start = time.monotonic()
     result.first = result.claims()
     result.seconds = time.monotonic() - start
+    (base / "first.log").write_text(result.first.stdout + result.first.stderr)
     stop.set()
     killer.join()
     return result
@@ -123,7 +124,7 @@ def test_every_cell_runs_once_despite_a_killed_worker(fanout):
     assert {status for _, status in statuses} <= {"ran", "pushed"}
     head = git(fanout.project, "rev-parse", "HEAD")
     remote = remote_experiments(fanout.project, str(fanout.base / "remote.git"), head)
-    assert sorted(name.rsplit("-", 1)[0] for name in remote) == sorted(CELLS)
+    assert sorted(name.removeprefix("fan-").rsplit("-", 1)[0] for name in remote) == sorted(CELLS)
     claims = json.loads((fanout.project / "reports/claims/claims.json").read_text())
     assert sorted(c["cell_id"] for c in claims["cells"]) == sorted(CELLS)
     assert all(c["machine"] and "CPU core" in c["machine"] for c in claims["cells"])
