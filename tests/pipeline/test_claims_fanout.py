@@ -113,6 +113,7 @@ def _statuses(output: str) -> list[tuple[str, str]]:
     return STATUS.findall(output)
 
 
+@pytest.mark.slow  # the fixture: one 2-cell run on a 2-worker LocalCluster (minutes on 2 busy cores)
 def test_every_cell_runs_once_despite_a_killed_worker(fanout):
     out = fanout.first.stdout + fanout.first.stderr
     assert fanout.first.returncode == 0, out[-4000:]
@@ -131,6 +132,7 @@ def test_every_cell_runs_once_despite_a_killed_worker(fanout):
     assert claims["warnings"] == []  # both cells ran on this machine
 
 
+@pytest.mark.slow
 def test_collected_metrics_equal_the_sequential_run(fanout, built_project):
     for cell, model in CELLS.items():
         collected = json.loads((fanout.project / f"reports/claims/runs/{cell}/metrics/{model}.json").read_text())
@@ -142,6 +144,7 @@ def test_collected_metrics_equal_the_sequential_run(fanout, built_project):
         assert collected["train_seconds"] > 0  # measured inside the cell, on the worker
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_cells(fanout):
     logs = {p: p.stat().st_mtime for p in (fanout.base / "clones").glob("*/.dvc/tmp/nhl-claims/*.log")}
     again = fanout.claims()
@@ -208,3 +211,52 @@ def test_options_and_retry_rule(tmp_path):
     assert flow.retry_unless_refused(None, None, failed(CellFailed("exit 2", permanent=True))) is False
     assert flow.retry_unless_refused(None, None, failed(CellFailed("killed"))) is True
     assert flow.retry_unless_refused(None, None, failed(OSError("lock"))) is True
+
+
+@pytest.mark.slow
+def test_worker_steps_in_process(fanout):
+    """The worker's steps on the clones the run left: a cell in the remote is skipped, one only in the
+    clone is pushed (not rerun), a clone is re-checked, the machine is read back from the commit."""
+    from nhl.claims.fanout import machine_of, run_cell_in_clone
+    from nhl.claims.machine import describe_machine
+    from nhl.claims.plan import Cell
+
+    remote_git = str(fanout.base / "remote.git")
+    head = git(fanout.project, "rev-parse", "HEAD")
+    remote = remote_experiments(fanout.project, remote_git, head)
+    clone = next(c for c in (fanout.base / "clones").iterdir() if git(c, "for-each-ref", "refs/exps"))
+    assert prepare_clone(clone, remote_git, head, str(fanout.base / "dvc-remote")) == clone
+    name = git(clone, "for-each-ref", "--format=%(refname:short)", "refs/exps").splitlines()[0].rsplit("/", 1)[1]
+    cell = Cell("digits", 0, name.split("-")[3], ("csq",), (), {})
+    assert machine_of(fanout.project, remote[name]) == describe_machine()
+    assert run_cell_in_clone(clone, cell, name, remote_git, "m").status == "skipped"
+    git(fanout.base / "remote.git", "update-ref", "-d", f"refs/exps/{head[:2]}/{head[2:]}/{name}")
+    run = run_cell_in_clone(clone, cell, name, remote_git, "m")
+    assert (run.status, run.rev) == ("pushed", remote[name])
+    assert remote_experiments(fanout.project, remote_git, head)[name] == remote[name]
+
+
+@pytest.mark.slow
+def test_a_failed_cell_names_its_log(fanout):
+    from nhl.claims.fanout import CellFailed, run_cell_in_clone
+    from nhl.claims.plan import Cell
+
+    clone = next((fanout.base / "clones").iterdir())
+    with pytest.raises(CellFailed, match=r"dvc exp run exited with \d+ in .*last lines of .*bad\.\.name\.log") as err:
+        run_cell_in_clone(
+            clone, Cell("digits", 0, "x", ("csq",), (), {}), "bad..name", str(fanout.base / "remote.git"), "m"
+        )
+    assert not err.value.permanent  # DVC itself refused: no stage's bad-input exit
+
+
+def test_a_dead_workers_cell_is_reaped(tmp_path):
+    import socket
+
+    from nhl.claims.fanout import PIDFILE, reap_leftover
+
+    left = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (tmp_path / PIDFILE).parent.mkdir(parents=True)
+    (tmp_path / PIDFILE).write_text(f"{socket.gethostname()} {left.pid}\n")
+    assert reap_leftover(tmp_path) is True
+    assert left.wait(timeout=10) == -signal.SIGKILL and not (tmp_path / PIDFILE).exists()
+    assert reap_leftover(tmp_path) is False  # nothing recorded
