@@ -1,13 +1,14 @@
 """The same tiny claims plan run one cell after another vs as Prefect tasks on a 2-worker Dask LocalCluster.
 
-Makes one committed tiny project (digits, 1 epoch, smallcnn width 8; the plan: seeds 0 and 1 x two
-settings of one CSQ model each = 4 cells), copies it twice, and times, each from scratch:
+Makes one committed tiny project (digits, 1 epoch, smallcnn width 8; the plan of
+tests/pipeline/test_claims_fanout.py: seed 0 x two settings of one CSQ model each = 2 cells), clones
+it twice, and times, each from scratch:
 
 - `python pipelines/claims.py --params plan.yaml` (the local executor: `dvc exp run --temp` per cell),
 - `python pipelines/claims.py --params plan.yaml --executor dask --workers 2` (a LocalCluster: each
   worker its own clone, experiments pushed back to the project, the DVC cache shared).
 
-Both must find 4 of 4 models with equal metrics. On 2 cores two workers share the cores, so the gain
+Both must find 2 of 2 models with equal metrics. On 2 cores two workers share the cores, so the gain
 is small; the dask run also pays for a Prefect server, a cluster and two clones.
 
     python bench/claims_fanout.py            # ~5-15 min depending on the machine's load
@@ -40,7 +41,7 @@ PLAN = """\
 experiment:
   prefix: bench
   datasets: {digits: {}}
-  seeds: [0, 1]
+  seeds: [0]
   losses: [csq]
   loss_params: {csq: {quant_weight: 0.0001}}
   settings:

@@ -52,6 +52,10 @@ def resolve(options: FanoutOptions, root: Path) -> FanoutOptions:
         raise ValueError("--scheduler: also give --git-remote, --dvc-remote and --workdir (the clone on each worker)")
     if options.workers < 1:
         raise ValueError(f"--workers: expected at least 1, got {options.workers}")
+    if not options.scheduler and options.workers > 1 and options.workdir and "{worker}" not in options.workdir:
+        raise ValueError(
+            f"--workdir {options.workdir}: {options.workers} local workers need a clone each; add {{worker}}"
+        )
 
     def absolute(value: str | None) -> str | None:
         if value is None or "://" in value or ":" in value.split("/")[0]:

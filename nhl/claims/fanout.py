@@ -158,7 +158,10 @@ def machine_of(root: str | os.PathLike, rev: str) -> str | None:
 
 
 def reap_leftover(clone: str | os.PathLike) -> bool:
-    """End the process group of a cell left running in `clone` by a worker that died; True if one was."""
+    """End the process group of a cell left running in `clone` by a worker that died; True if one was.
+
+    A clone serves one worker, one cell at a time (`{worker}` in a LocalCluster's workdir, one
+    single-threaded worker per machine otherwise), so a recorded group is never a live cell's."""
     path = Path(clone) / PIDFILE
     try:
         host, pgid = path.read_text().split()

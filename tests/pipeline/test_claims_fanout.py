@@ -188,6 +188,8 @@ def test_options_and_retry_rule(tmp_path):
     local = flow.resolve(flow.FanoutOptions(), tmp_path)
     assert local.git_remote == str(tmp_path) and local.cache_dir == str(tmp_path / ".dvc" / "cache")
     assert local.workdir == str(tmp_path / ".dvc/tmp/claims-workers/{worker}")
+    with pytest.raises(ValueError, match="2 local workers need a clone each; add {worker}"):
+        flow.resolve(flow.FanoutOptions(workdir="clones/one"), tmp_path)
     with pytest.raises(ValueError, match="--scheduler: also give --git-remote, --dvc-remote and --workdir"):
         flow.resolve(flow.FanoutOptions(scheduler="tcp://127.0.0.1:8786"), tmp_path)
     remote = flow.resolve(
