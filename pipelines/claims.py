@@ -70,6 +70,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)",
     )
     parser.add_argument("--runs-dir", type=Path, help="collected cells (default: <out-dir>/runs)")
+    fanout = parser.add_argument_group("executor (pipelines/claims_flow.py: the cells as Prefect tasks on Dask)")
+    fanout.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="local: one cell after another here (default); dask: one Prefect task per cell on a Dask cluster",
+    )
+    fanout.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask cluster (default: a LocalCluster)"
+    )
+    fanout.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (%(default)s)")
+    fanout.add_argument(
+        "--git-remote",
+        metavar="URL",
+        help="where workers push experiments (default for a LocalCluster: this repository)",
+    )
+    fanout.add_argument(
+        "--dvc-remote",
+        metavar="URL",
+        help="where workers push outputs (default for a LocalCluster: this repository's cache)",
+    )
+    fanout.add_argument(
+        "--workdir",
+        metavar="PATH",
+        help="each worker's clone at this commit, made from --git-remote if absent; {worker} = the worker's name "
+        "(default for a LocalCluster: .dvc/tmp/claims-workers/{worker})",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -229,6 +256,20 @@ def run_and_collect(
     return failed, baseline
 
 
+def run_and_collect_dask(cells: list, prefix: str, args: argparse.Namespace) -> tuple[list[str], str]:
+    """The `dask` executor (pipelines/claims_flow.py, loaded beside this file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("claims_flow", Path(__file__).with_name("claims_flow.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["claims_flow"] = module
+    spec.loader.exec_module(module)
+    options = module.FanoutOptions(args.scheduler, args.workers, args.git_remote, args.dvc_remote, args.workdir)
+    failed, baseline, _ = module.run_and_collect_dask(cells, prefix, args.runs_dir, args.force, options)
+    return failed, baseline
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -246,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         spec = claims_spec(experiment, cells, report, code_lengths(cells))
         failed, baseline = [], None
-        if not args.report_only:  # the report covers the whole plan; --cells only limits what runs
+        if args.executor == "dask" and (args.no_run or args.rev):
+            raise ValueError("--executor dask: runs cells; collect with the local executor (--no-run)")
+        if args.executor == "dask" and not args.report_only:
+            failed, baseline = run_and_collect_dask(chosen, prefix, args)
+        elif not args.report_only:  # the report covers the whole plan; --cells only limits what runs
             failed, baseline = run_and_collect(chosen, prefix, args.runs_dir, args.force, args.no_run, args.rev)
         command = f"python pipelines/claims.py --params {args.params}" + (f" --tier {args.tier}" if args.tier else "")
         settings = {
@@ -277,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for verdict in claims.data["verdicts"]:
         print(f"claims: {verdict['dataset']}: {verdict['verdict']:>8}: {verdict['statement']}")
+    for warning in claims.data["warnings"]:
+        print(f"claims: warning: {warning}", file=sys.stderr)
     models = claims.data["models"]
     print(
         f"claims: {models['found']} of {models['expected']} models -> {paths['markdown']}"

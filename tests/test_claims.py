@@ -387,6 +387,19 @@ def test_markdown_names_the_machine_and_the_paper_protocol(report, tmp_path):
     assert "The cifar10 section above is the paper's protocol" in render(gpu)
 
 
+def test_report_warns_when_one_dataset_ran_on_several_kinds_of_machine(report):
+    from nhl.claims.markdown import render
+
+    # the construction records a machine for seeds 0 and 1 only: two kinds for the one dataset
+    (warning,) = report["warnings"]
+    assert warning.startswith("toy: its cells ran on 2 kinds of machine")
+    assert "2 CPU cores (Toy CPU), no CUDA GPU (toy-s0-" in warning and "not recorded (toy-s2-" in warning
+    assert f"- **warning**: {warning}" in render(report)
+    same = json.loads(json.dumps(report))
+    same["warnings"] = []
+    assert "**warning**" not in render(same)
+
+
 def test_write_is_atomic(report, tmp_path, monkeypatch):
     out = tmp_path / "reports"
     paths = write_claims(ClaimsReport(report), out / "claims.md", out / "claims")

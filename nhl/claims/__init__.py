@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nhl.claims.machine import mixed_machines
 from nhl.claims.runs import load_cells
 from nhl.claims.tables import BASELINE, FULL, ClaimsSpec, Index, Tables, weak_baselines
 from nhl.claims.verdicts import dataset_claims
@@ -100,6 +101,7 @@ def build_claims(
             for c in cells
         ],
         "notes": notes,
+        "warnings": mixed_machines([(c.meta["dataset"], c.meta["cell_id"], c.meta.get("machine")) for c in cells]),
         "datasets": {d: _dataset_section(tables, spec, d) for d in spec.datasets},
         "figures": {},
     }

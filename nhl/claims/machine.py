@@ -64,3 +64,26 @@ def describe_machine() -> str:
     gpus = gpu_names()
     parts.append(", ".join(f"GPU {name}" for name in gpus) if gpus else NO_GPU)
     return ", ".join(parts) + f"; torch {torch.__version__}, {platform.system()} {platform.machine()}"
+
+
+def mixed_machines(cells: list[tuple[str, str, str | None]]) -> list[str]:
+    """Warnings for datasets whose cells ran on more than one kind of machine.
+
+    `cells` are `(dataset, cell_id, machine)`. A dataset's tables pair and pool models across its
+    cells (seeds, settings), so its times (speed-ups over seeds, per-epoch overheads, the
+    centres and faithful settings' costs) mix machines when these differ; a cell with no recorded
+    machine counts as one more kind. Machines of one kind describe themselves alike
+    (`describe_machine`: cores, CPU, RAM, GPU, torch, OS), so the description is the kind.
+    """
+    kinds: dict[str, dict[str, list[str]]] = {}
+    for dataset, cell_id, machine in cells:
+        kinds.setdefault(dataset, {}).setdefault(machine or "not recorded", []).append(cell_id)
+    warnings = []
+    for dataset, by_kind in kinds.items():
+        if len(by_kind) > 1:
+            parts = "; ".join(f"{kind} ({', '.join(ids)})" for kind, ids in by_kind.items())
+            warnings.append(
+                f"{dataset}: its cells ran on {len(by_kind)} kinds of machine, so its training times are not "
+                f"comparable across cells: {parts}"
+            )
+    return warnings

@@ -99,6 +99,8 @@ def _header(data: dict[str, Any]) -> list[str]:
     ]
     for note in data.get("notes") or []:
         lines += [f"- note: {note}"]
+    for warning in data.get("warnings") or []:
+        lines += [f"- **warning**: {warning}"]
     return lines
 
 

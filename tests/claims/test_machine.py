@@ -55,3 +55,15 @@ def test_gpu_names_follow_torch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU-{i}")
     assert machine.gpu_names() == ["GPU-0", "GPU-1"]
+
+
+def test_mixed_machines_warns_per_dataset_with_more_than_one_kind():
+    cpu, gpu = "2 CPU cores (A), no CUDA GPU; torch 2.14.1", "16 CPU cores (B), GPU NVIDIA H100; torch 2.14.1"
+    cells = [("mnist5k", "m-s0", cpu), ("mnist5k", "m-s1", gpu), ("mnist5k", "m-s2", cpu), ("digits", "d-s0", cpu)]
+    (warning,) = machine.mixed_machines(cells)
+    assert warning == (
+        f"mnist5k: its cells ran on 2 kinds of machine, so its training times are not comparable across cells: "
+        f"{cpu} (m-s0, m-s2); {gpu} (m-s1)"
+    )
+    assert machine.mixed_machines([("digits", "d-s0", cpu), ("digits", "d-s1", cpu)]) == []
+    assert "not recorded (d-s1)" in machine.mixed_machines([("digits", "d-s0", cpu), ("digits", "d-s1", None)])[0]

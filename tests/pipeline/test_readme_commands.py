@@ -64,6 +64,16 @@ NOT_RUN = {
     "curl -s -F file=@img.png -F bits=64 -F k=5 http://127.0.0.1:8000/search": "asks a running `nhl serve` (as above)",
     "curl -s http://127.0.0.1:8000/metrics '|' grep nhl_serve_requests": "asks a running `nhl serve` (as above)",
     "curl -s -X POST http://127.0.0.1:8000/reload": "asks a running `nhl serve` (as above)",
+    "python pipelines/claims.py --params params/claims.yaml --executor dask --workers 2": (
+        "trains the 456 models of the claims plan on a LocalCluster (hours); tests/pipeline/test_claims_fanout.py "
+        "runs a 2-cell plan that way"
+    ),
+    "dask scheduler --port 8786": "starts a Dask scheduler and blocks (test_claims_fanout.py uses a LocalCluster)",
+    "dask worker 'tcp://<scheduler-host>:8786' --nworkers 1 --nthreads 1": "needs a running scheduler; blocks",
+    "python pipelines/claims.py --params params/claims.yaml --executor dask --scheduler "
+    "'tcp://<scheduler-host>:8786' --git-remote '<git-url>' --dvc-remote '<dvc-url>' --workdir '<clone-path>'": (
+        "needs a Dask cluster, shared remotes and hours"
+    ),
     "mlflow models serve -m models:/nhl-mnist5k-csq@champion --env-manager local --port 5001": (
         "starts a server and blocks; tests/test_mlflow_serve.py starts it and compares its codes with `nhl encode`"
     ),
@@ -79,7 +89,14 @@ MAPPED = {"models:/nhl-mnist5k-csq@champion": "models:/nhl-digits-csq@champion",
 SMALLEST = {"--epochs": "1"}
 QUERY_IMAGES = ("path/to/image.png", "img.png")  # written into the project from its digits
 # Placeholders the reader fills in, filled in for parsing.
-PLACEHOLDERS = {"<0|1>": "0", "<host:port>": "node0:29500"}
+PLACEHOLDERS = {
+    "<0|1>": "0",
+    "<host:port>": "node0:29500",
+    "tcp://<scheduler-host>:8786": "tcp://10.0.0.1:8786",
+    "<git-url>": "ssh://git@10.0.0.1/nhl.git",
+    "<dvc-url>": "/mnt/shared/nhl-dvc",
+    "<clone-path>": "/srv/nhl",
+}
 # What a run must print (a regular expression searched in its stdout), beyond exiting with 0.
 PRINTS = {
     "nhl encode": r"encode: [\d,]+ codes of 16 bits",
@@ -205,6 +222,19 @@ def _parse_mlflow(args: list[str], command: str, capsys) -> None:
         pytest.fail(f"README command does not parse: {command}\n{err.format_message()}")
 
 
+def _parse_dask(args: list[str], command: str, capsys) -> None:
+    """`dask scheduler|worker ...`: the click command of distributed's CLI parses them without starting."""
+    import click
+    from distributed.cli import dask_scheduler, dask_worker
+
+    commands = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}
+    assert args and args[0] in commands, f"README dask command other than scheduler or worker: {command}"
+    try:
+        commands[args[0]].make_context(f"dask {args[0]}", list(args[1:]))
+    except click.ClickException as err:
+        pytest.fail(f"README command does not parse: {command}\n{err.format_message()}")
+
+
 def _parse_cp(args: list[str], command: str, capsys) -> None:
     assert (ROOT / args[0]).is_file(), f"README command copies a file that does not exist: {command}"
 
@@ -220,6 +250,7 @@ PARSERS: dict[str, Callable[[list[str], str, object], None]] = {
     "curl": _parse_curl,
     "mlflow": _parse_mlflow,
     "git": lambda args, command, capsys: None,  # plain git
+    "dask": _parse_dask,
 }
 # How each program is started in the test: this interpreter, so the project's own packages run.
 LAUNCH = {
