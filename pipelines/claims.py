@@ -137,7 +137,8 @@ def code_lengths(cells: list, params: Path = Path("params.yaml")) -> tuple[int, 
 
 def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any], lengths: tuple[int, ...]):
     from nhl.claims.plan import parse_plan
-    from nhl.claims.tables import ClaimsSpec, sweep_spec
+    from nhl.claims.sweeps import sweep_spec
+    from nhl.claims.tables import ClaimsSpec
     from nhl.losses.base import get_loss_class
 
     plan = parse_plan(experiment, lambda loss: bool(get_loss_class(loss).uses_centers))
@@ -155,6 +156,7 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
         datasets=tuple(dict.fromkeys(c.section for c in cells)),
         sections=plan.sections(),
         sweeps=tuple(sweep_spec(s) for s in plan.sweeps),
+        settings={name: dict(overrides) for name, overrides in plan.settings.items()},
         seeds=tuple(dict.fromkeys(c.seed for c in cells)),
         lengths=lengths,
         models=models,
