@@ -147,8 +147,9 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
     for cell in cells:
         models.setdefault(cell.setting, {"losses": cell.losses, "variants": cell.variants})
     options = dict(report)
-    for key in ("centres_setting", "faithful_setting"):  # not planned (e.g. a tier without it): no comparison
-        if options.get(key) is not None and options[key] not in models:
+    defaults = {"centres_setting": ClaimsSpec.centres_setting, "faithful_setting": ClaimsSpec.faithful_setting}
+    for key, default in defaults.items():  # not planned (e.g. a tier without it): no comparison
+        if options.get(key, default) is not None and options.get(key, default) not in models:
             options[key] = None
     if "speedup_claim" in options:
         options["speedup_claim"] = tuple(float(x) for x in options["speedup_claim"])

@@ -146,7 +146,12 @@ def test_plan_of_the_claims_file():
     assert beta.overrides["train.beta"] == 0.5 and beta.overrides["train.centers"] == "prefix"
     quick = plan_cells(merge_tier(raw["experiment"], raw["tiers"], "quick"), lambda loss: loss in CENTRE_LOSSES)
     assert len(quick) == 4 and sum(len(c.model_ids) for c in quick) == 2 * (27 + 8)
-    assert {c.cell_id for c in quick} == {"mnist5k-s0-default", "mnist5k-s0-prefix", "digits-s0-default", "digits-s0-prefix"}
+    assert {c.cell_id for c in quick} == {
+        "mnist5k-s0-default",
+        "mnist5k-s0-prefix",
+        "digits-s0-default",
+        "digits-s0-prefix",
+    }
     assert quick[0].digest != default.digest  # another plan: another experiment name
 
 

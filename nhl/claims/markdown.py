@@ -180,7 +180,10 @@ def _regimes(data: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "## Where the regimes disagree", ""]
     if not found["disagree"]:
-        return lines + [f"Nowhere: each of the {found['compared']} claims judged in more than one regime got the same verdict in each."]
+        return lines + [
+            f"Nowhere: each of the {found['compared']} claims judged in more than one regime got the same "
+            "verdict in each."
+        ]
     lines += [
         f"{len(found['disagree'])} of the {found['compared']} claims judged in more than one regime get different "
         "verdicts: the effect on this data depends on the regime (trained from scratch or frozen pretrained "
@@ -269,7 +272,9 @@ def _sweeps(data: dict[str, Any]) -> list[str]:
                 "",
                 f"### {section_label(data, section)}: {sweep['key']} ({a} − {b}; {', '.join(sweep['losses'])})",
                 "",
-                *_table([sweep["key"], "setting", "mean Δ", "95% CI", "p (better/worse)", "p (Holm)", "verdict"], rows, 2),
+                *_table(
+                    [sweep["key"], "setting", "mean Δ", "95% CI", "p (better/worse)", "p (Holm)", "verdict"], rows, 2
+                ),
                 "",
                 sweep["note"],
             ]

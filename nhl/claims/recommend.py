@@ -23,7 +23,7 @@ NO_CENTRES = "— (no centres)"
 
 def _curve(row: dict[str, Any], lengths: tuple[int, ...]) -> dict[int, float] | None:
     curve = {k: row["cells"][str(k)]["mean"] for k in lengths}
-    return None if any(v is None for v in curve.values()) else curve  # type: ignore[misc]
+    return None if any(v is None for v in curve.values()) else curve
 
 
 def centres_of(spec: ClaimsSpec, setting: str, loss: str, variant: str) -> str:
@@ -47,7 +47,10 @@ def _cells(index: Index, section: str, setting: str, loss: str, variant: str, se
     found = {
         src["cell"]
         for (d, s, l_, v, seed), src in index.sources.items()
-        if d == section and s == setting and l_ == loss and seed in seeds
+        if d == section
+        and s == setting
+        and l_ == loss
+        and seed in seeds
         and (v == variant or (variant == BASELINE and v.startswith(f"{BASELINE}-")))
     }
     return sorted(c for c in found if c)
@@ -55,7 +58,7 @@ def _cells(index: Index, section: str, setting: str, loss: str, variant: str, se
 
 def recommendations(spec: ClaimsSpec, index: Index, section: str, losses: dict[str, Any]) -> list[dict[str, Any]]:
     """One recommendation per loss of a section (`losses`: the section's `{loss: {"rows": ...}}`)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for loss, body in losses.items():
         scored = []
         for row in body["rows"]:

@@ -73,7 +73,9 @@ def sweep_results(tables: Tables, section: str) -> list[dict[str, Any]]:
         for i, row in enumerate(rows):
             row["p_holm"] = adjusted.get(i)
             row["verdict"] = (
-                quality_verdict({**row["pooled"], "p_value": adjusted[i]}, 0.0, spec.alpha) if i in adjusted else NO_DATA
+                quality_verdict({**row["pooled"], "p_value": adjusted[i]}, 0.0, spec.alpha)
+                if i in adjusted
+                else NO_DATA
             )
         out.append({**sweep, "rows": rows, "note": family_note(sweep, spec.alpha)})
     return out
@@ -86,14 +88,11 @@ def sweep_claims(sweeps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         a_variant, b_variant = sweep["compare"]
         for row in sweep["rows"]:
             p = row["pooled"]
-            evidence = (
-                f"{a_variant} − {b_variant}, pooled over {', '.join(row['per_loss']) or 'no loss'}: "
-                + (
-                    f"{p['mean']:+.2f} points over {p['n']} pairs (Holm-adjusted p = {row['p_holm']:.3g}, "
-                    f"raw {p['p_value']:.3g})"
-                    if p["n"]
-                    else "no pairs"
-                )
+            evidence = f"{a_variant} − {b_variant}, pooled over {', '.join(row['per_loss']) or 'no loss'}: " + (
+                f"{p['mean']:+.2f} points over {p['n']} pairs (Holm-adjusted p = {row['p_holm']:.3g}, "
+                f"raw {p['p_value']:.3g})"
+                if p["n"]
+                else "no pairs"
             )
             claims.append(
                 {
