@@ -51,7 +51,7 @@ class ClaimsSpec:
     # {section: {"dataset", "regime"}}: a section is a dataset in one regime (`Cell.section`); empty
     # when the plan has no regimes (a section is then a dataset)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
-    sweeps: tuple[dict[str, Any], ...] = ()  # `nhl.claims.sweeps.sweep_spec` of each sweep
+    sweeps: tuple[dict[str, Any], ...] = field(default=(), hash=False)  # `nhl.claims.sweeps.sweep_spec` of each
     settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # each setting's overrides
 
     def __post_init__(self) -> None:
