@@ -550,6 +550,9 @@ def test_driver_dry_run_prints_plan_and_cost(capsys):
     assert "-n claims-digits-frozen-s2-lambda_3-" in out
     assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--quick", "--dry-run"]) == 0
     assert "claims: 4 cells, 70 models" in capsys.readouterr().out
+    assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--tier", "three-hours", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # every loss, both regimes and the sweeps on mnist5k, one seed
+    assert "claims: 14 cells, 372 models" in out and "claims:   mnist5k-frozen: 7 cells, 186 models" in out
 
 
 def test_driver_report_only(tmp_path, capsys):
