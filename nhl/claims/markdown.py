@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from nhl.claims.machine import NO_GPU
+from nhl.claims.plan import REMOVE
 from nhl.claims.tables import BASELINE
 
 DASH = "—"
@@ -74,11 +75,20 @@ def _header(data: dict[str, Any]) -> list[str]:
         ["code lengths", ", ".join(str(k) for k in spec["lengths"])],
     ]
     regimes: dict[str, list[str]] = {}
+    switches: dict[str, str] = {}
     for info in (spec.get("sections") or {}).values():
         if info.get("regime"):
             regimes.setdefault(info["regime"], []).append(info["dataset"])
-    if regimes:
-        rows.append(["regimes", "; ".join(f"{r}: {', '.join(d)}" for r, d in regimes.items())])
+            switches[info["regime"]] = ", ".join(
+                f"~{k}" if v == REMOVE else f"{k}={json.dumps(v)}" for k, v in (info.get("overrides") or {}).items()
+            )
+    for regime, datasets in regimes.items():
+        rows.append(
+            [
+                f"regime `{regime}`",
+                ", ".join(datasets) + (f" ({switches[regime]})" if switches[regime] else " (params.yaml's model)"),
+            ]
+        )
     swept = {
         item["setting"]: {sweep["key"]: item["value"]}
         for sweep in spec.get("sweeps") or []
@@ -95,7 +105,12 @@ def _header(data: dict[str, Any]) -> list[str]:
             ]
         )
     if head.get("common"):
-        rows.append(["every model", ", ".join(f"{k}={json.dumps(v)}" for k, v in head["common"].items())])
+        rows.append(
+            [
+                "every model" + (" (unless its regime says otherwise)" if regimes else ""),
+                ", ".join(f"{k}={json.dumps(v)}" for k, v in head["common"].items()),
+            ]
+        )
     rows.append(["machine", "; ".join(machines(data)) or "not recorded (cells collected without it)"])
     lines += ["", *_table(["", ""], rows, 2)]
     lines += [

@@ -205,17 +205,19 @@ class Plan:
     """The parsed plan: its cells, regimes (name -> datasets), sweeps and each setting's switches."""
 
     cells: list[Cell]
-    regimes: dict[str, list[str]]
+    regimes: dict[str, dict[str, Any]]  # name -> its overrides (REMOVE: a deleted key)
     reference_regime: str | None
     sweeps: list[Sweep]
     settings: dict[str, dict[str, Any]]
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        """`{section: {"dataset", "regime"}}` of every cell, in plan order (the report's sections)."""
+        """`{section: {"dataset", "regime", "overrides"}}` of every cell, in plan order (the report's
+        sections; regime and overrides None in a plan without regimes)."""
         out: dict[str, dict[str, Any]] = {}
         for cell in self.cells:
             regime = cell.regime if cell.regime is not None else self.reference_regime
-            out.setdefault(cell.section, {"dataset": cell.dataset, "regime": regime})
+            overrides = self.regimes.get(regime) if regime is not None else None
+            out.setdefault(cell.section, {"dataset": cell.dataset, "regime": regime, "overrides": overrides})
         return out
 
 
@@ -379,7 +381,7 @@ def parse_plan(spec: Mapping[str, Any], uses_centers: Callable[[str], bool]) -> 
     names = list(_mapping(spec.get("regimes") or {}, "experiment.regimes"))
     return Plan(
         cells,
-        {str(n): list(r[2]) for n, r in zip(names, regimes, strict=False)} if names else {},
+        {str(n): dict(r[1]) for n, r in zip(names, regimes, strict=False)} if names else {},
         str(names[0]) if names else None,
         [s for s in sweeps if s.losses],
         {name: overrides for name, overrides, _, kept in parsed if kept},

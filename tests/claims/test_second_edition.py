@@ -177,8 +177,12 @@ def test_regimes_keep_the_reference_ids_and_name_the_others():
     assert ids[:4] == ["toy-s0-default", "toy-s0-prefix", "toy-s0-beta_0p5", "toy-s0-beta_2"]
     assert "toy-frozen-s2-beta_2" in ids and len(ids) == 2 * 3 * 4
     assert plan.sections() == {
-        "toy": {"dataset": "toy", "regime": "scratch"},
-        "toy-frozen": {"dataset": "toy", "regime": "frozen"},
+        "toy": {"dataset": "toy", "regime": "scratch", "overrides": {}},
+        "toy-frozen": {
+            "dataset": "toy",
+            "regime": "frozen",
+            "overrides": {"train.backbone_params.width": REMOVE, "train.freeze_backbone": True},
+        },
     }
     frozen = next(c for c in plan.cells if c.cell_id == "toy-frozen-s0-default")
     assert frozen.overrides["train.backbone_params.width"] == REMOVE
@@ -262,6 +266,8 @@ def test_each_regime_has_its_own_verdicts_and_disagreements_are_listed(toy):
     text = render(data)
     assert "## Where the regimes disagree" in text and "scratch: **holds**; frozen: **does not**" in text
     assert "| toy (frozen) |" in text and "## toy (frozen)" in text
+    assert "| regime `frozen` | toy (~train.backbone_params.width, train.freeze_backbone=true) |" in text
+    assert "| regime `scratch` | toy (params.yaml's model) |" in text
 
 
 def _sweep_pairs(regime: str, value: float) -> list[float]:
