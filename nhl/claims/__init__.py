@@ -32,7 +32,7 @@ from nhl.claims.sweeps import sweep_claims, sweep_results
 from nhl.claims.tables import BASELINE, FULL, ClaimsSpec, Index, Tables, weak_baselines
 from nhl.claims.verdicts import dataset_claims, regime_disagreements
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sections per regime (`datasets` keys), sweeps, recommendations, regimes
 JSON_NAME = "claims.json"
 FIGURES_DIR = "figures"
 
