@@ -39,6 +39,7 @@ REPORT_KEYS = (
     "alpha",
     "speedup_claim",
     "gain_claim_percent",
+    "tolerance",
 )
 
 
@@ -162,19 +163,28 @@ def code_lengths(cells: list, params: Path = Path("params.yaml")) -> tuple[int, 
 
 
 def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any], lengths: tuple[int, ...]):
+    from nhl.claims.plan import parse_plan
+    from nhl.claims.sweeps import sweep_spec
     from nhl.claims.tables import ClaimsSpec
+    from nhl.losses.base import get_loss_class
+
+    plan = parse_plan(experiment, lambda loss: bool(get_loss_class(loss).uses_centers))
 
     models: dict[str, dict[str, tuple[str, ...]]] = {}
     for cell in cells:
         models.setdefault(cell.setting, {"losses": cell.losses, "variants": cell.variants})
     options = dict(report)
-    for key in ("centres_setting", "faithful_setting"):  # not planned (e.g. a tier without it): no comparison
-        if options.get(key) is not None and options[key] not in models:
+    defaults = {"centres_setting": ClaimsSpec.centres_setting, "faithful_setting": ClaimsSpec.faithful_setting}
+    for key, default in defaults.items():  # not planned (e.g. a tier without it): no comparison
+        if options.get(key, default) is not None and options.get(key, default) not in models:
             options[key] = None
     if "speedup_claim" in options:
         options["speedup_claim"] = tuple(float(x) for x in options["speedup_claim"])
     return ClaimsSpec(
-        datasets=tuple(dict.fromkeys(c.dataset for c in cells)),
+        datasets=tuple(dict.fromkeys(c.section for c in cells)),
+        sections=plan.sections(),
+        sweeps=tuple(sweep_spec(s) for s in plan.sweeps),
+        settings={name: dict(overrides) for name, overrides in plan.settings.items()},
         seeds=tuple(dict.fromkeys(c.seed for c in cells)),
         lengths=lengths,
         models=models,
@@ -183,14 +193,21 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
 
 
 def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
-    """Models x measured seconds per model of their dataset + a fixed cost per cell (None if unknown)."""
-    per_model = cost.get("seconds_per_model") or {}
-    total = 0.0
+    """Models x measured seconds per model of their dataset + a fixed cost per cell (None if unknown).
+
+    A regime with its own entry in `regime_seconds_per_model` uses it instead, and pays
+    `regime_seconds_once` (e.g. stage features) once per dataset and seed."""
+    by_regime = cost.get("regime_seconds_per_model") or {}
+    once = cost.get("regime_seconds_once") or {}
+    total, paid = 0.0, set()
     for cell in cells:
-        seconds = per_model.get(cell.dataset)
+        seconds = (by_regime.get(cell.regime) or cost.get("seconds_per_model") or {}).get(cell.dataset)
         if seconds is None:
             return None
         total += len(cell.model_ids) * float(seconds) + float(cost.get("seconds_per_cell") or 0)
+        if (cell.regime, cell.dataset, cell.seed) not in paid:
+            paid.add((cell.regime, cell.dataset, cell.seed))
+            total += float((once.get(cell.regime) or {}).get(cell.dataset) or 0)
     return total
 
 
@@ -212,6 +229,11 @@ def print_plan(cells: list, prefix: str, cost: dict[str, Any]) -> None:
         f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models already in the "
         "run cache take seconds"
     )
+    for section in dict.fromkeys(c.section for c in cells):  # per section: where the time goes
+        part = [c for c in cells if c.section == section]
+        seconds = estimate_seconds(part, cost)
+        hours = f"{seconds / 3600:.1f} h" if seconds is not None else "unknown"
+        print(f"claims:   {section}: {len(part)} cells, {sum(len(c.model_ids) for c in part)} models, {hours}")
 
 
 def run_and_collect(

@@ -113,17 +113,21 @@ def test_hydra_values():
 def test_plan_of_the_claims_file():
     raw = _plan_file()
     cells = plan_cells(raw["experiment"], lambda loss: loss in CENTRE_LOSSES)
-    assert len(cells) == 2 * 3 * 3  # datasets x seeds x settings
+    sweeps = ["beta_0p5", "beta_2", "lambda_0p1", "lambda_0p3", "lambda_3"]  # the reference value 1 has no cell
+    assert len(cells) == 2 * 2 * 3 * (2 + len(sweeps))  # datasets x regimes x seeds x settings
     per_setting = {c.setting: len(c.model_ids) for c in cells}
-    assert per_setting == {"default": 6 * 9, "prefix": 4 * 4, "faithful": 6}
-    assert sum(len(c.model_ids) for c in cells) == 2 * 3 * (54 + 16 + 6)
+    assert per_setting == {"default": 14 * 9, "prefix": 5 * 4} | dict.fromkeys(sweeps, 4 * 2)
+    assert sum(len(c.model_ids) for c in cells) == 2 * 2 * 3 * (126 + 20 + 5 * 8)
     names = [c.experiment_name("claims") for c in cells]
     assert len(set(names)) == len(names)
+    ids = {c.cell_id for c in cells}
+    assert {"mnist5k-s0-default", "digits-s2-prefix", "mnist5k-frozen-s1-default", "mnist5k-s0-beta_0p5"} <= ids
     prefix = next(c for c in cells if c.setting == "prefix")
-    assert set(prefix.losses) == {"csq", "dpn", "orthohash", "shc"}
+    assert set(prefix.losses) == CENTRE_LOSSES
     assert prefix.overrides["train.centers"] == "prefix" and prefix.overrides["train.seed"] == prefix.seed
     default = cells[0]
-    assert default.overrides["losses.dsh"] == {} and default.overrides["losses.csq.quant_weight"] == 0.0001
+    assert default.cell_id == "mnist5k-s0-default" and default.regime is None
+    assert default.overrides["losses.dsh.train.epochs"] == 12 and default.overrides["losses.csq.quant_weight"] == 0.0001
     args = default.set_param_args()
     assert args[::2] == ["-S"] * len(default.overrides)
     assert (
@@ -131,10 +135,23 @@ def test_plan_of_the_claims_file():
         "nhl-D,nhl-full]"
         in args
         and "++data.query=50" in args
-        and "++losses.dsh={}" in args
+        and "++losses.dsh.normalise=true" in args
     )
+    frozen = next(c for c in cells if c.cell_id == "mnist5k-frozen-s0-default")
+    frozen_args = frozen.set_param_args()
+    assert "~train.backbone_params.width" in frozen_args and "++train.freeze_backbone=true" in frozen_args
+    assert frozen.overrides["train.epochs"] == 20 and frozen.digest != default.digest
+    beta = next(c for c in cells if c.cell_id == "mnist5k-s0-beta_0p5")
+    assert beta.losses == ("csq", "dpn", "orthohash", "dch") and beta.variants == ("nhl-A", "nhl-full")
+    assert beta.overrides["train.beta"] == 0.5 and beta.overrides["train.centers"] == "prefix"
     quick = plan_cells(merge_tier(raw["experiment"], raw["tiers"], "quick"), lambda loss: loss in CENTRE_LOSSES)
-    assert len(quick) == 6 and sum(len(c.model_ids) for c in quick) == 2 * (27 + 8 + 3)
+    assert len(quick) == 4 and sum(len(c.model_ids) for c in quick) == 2 * (27 + 8)
+    assert {c.cell_id for c in quick} == {
+        "mnist5k-s0-default",
+        "mnist5k-s0-prefix",
+        "digits-s0-default",
+        "digits-s0-prefix",
+    }
     assert quick[0].digest != default.digest  # another plan: another experiment name
 
 
@@ -541,10 +558,14 @@ def test_driver_dry_run_prints_plan_and_cost(capsys):
     driver = _driver()
     assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "claims: 18 cells, 456 models" in out
+    assert "claims: 84 cells, 2232 models" in out
     assert "dvc exp run --temp --keep-going -n claims-mnist5k-s0-default-" in out
+    assert "-n claims-digits-frozen-s2-lambda_3-" in out
     assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--quick", "--dry-run"]) == 0
-    assert "claims: 6 cells, 76 models" in capsys.readouterr().out
+    assert "claims: 4 cells, 70 models" in capsys.readouterr().out
+    assert driver.main(["--params", str(ROOT / "params" / "claims.yaml"), "--tier", "three-hours", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # every loss, both regimes and the sweeps on mnist5k, one seed
+    assert "claims: 14 cells, 372 models" in out and "claims:   mnist5k-frozen: 7 cells, 186 models" in out
 
 
 def test_driver_report_only(tmp_path, capsys):

@@ -4,8 +4,10 @@ The claims experiment runs the default DVC pipeline once per cell (dataset x see
 `plan`) as a DVC experiment (`dvcexp`), and copies each experiment's results into a runs folder
 (`runs`). This package turns those folders into the report: per loss and length, mean ± std over
 seeds of every model and its paired difference from the separately trained model (`tables`),
-sign tests and bootstrap intervals (`stats`), one verdict per claim (`verdicts`), figures
-(`plots`) and the markdown (`markdown`).
+sign tests and bootstrap intervals (`stats`), one verdict per claim and section (a dataset in one
+regime) with the regimes' disagreements (`verdicts`), one verdict per swept value of A's and D's
+knobs (`sweeps`), a recommendation per loss (`recommend`), figures (`plots`) and the markdown
+(`markdown`).
 
 ```
 report = build_claims("reports/claims/runs", spec, cell_ids=[c.cell_id for c in cells],
@@ -25,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from nhl.claims.machine import mixed_machines
+from nhl.claims.recommend import recommendations
 from nhl.claims.runs import load_cells
+from nhl.claims.sweeps import sweep_claims, sweep_results
 from nhl.claims.tables import BASELINE, FULL, ClaimsSpec, Index, Tables, weak_baselines
-from nhl.claims.verdicts import dataset_claims
+from nhl.claims.verdicts import dataset_claims, regime_disagreements
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sections per regime (`datasets` keys), sweeps, recommendations, regimes
 JSON_NAME = "claims.json"
 FIGURES_DIR = "figures"
 
@@ -61,7 +65,9 @@ def _dataset_section(tables: Tables, spec: ClaimsSpec, dataset: str) -> dict[str
         "provenance": tables.provenance(dataset),
         "weak_baselines": weak_baselines({loss: quality[loss] for loss in spec.losses(base)}),
     }
-    section["claims"] = dataset_claims(section, tables.speedups(dataset), spec)
+    section["sweeps"] = sweep_results(tables, dataset)
+    section["recommendations"] = recommendations(spec, tables.index, dataset, section["losses"])
+    section["claims"] = dataset_claims(section, tables.speedups(dataset), spec) + sweep_claims(section["sweeps"])
     return section
 
 
@@ -106,6 +112,7 @@ def build_claims(
         "figures": {},
     }
     data["verdicts"] = [{"dataset": d, **claim} for d in spec.datasets for claim in data["datasets"][d]["claims"]]
+    data["regimes"] = regime_disagreements(data["verdicts"], spec.sections)
     return ClaimsReport(data)
 
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from nhl.claims.machine import NO_GPU
+from nhl.claims.plan import REMOVE
 from nhl.claims.tables import BASELINE
 
 DASH = "—"
@@ -73,8 +74,29 @@ def _header(data: dict[str, Any]) -> list[str]:
         ["seeds", ", ".join(str(s) for s in spec["seeds"])],
         ["code lengths", ", ".join(str(k) for k in spec["lengths"])],
     ]
+    regimes: dict[str, list[str]] = {}
+    switches: dict[str, str] = {}
+    for info in (spec.get("sections") or {}).values():
+        if info.get("regime"):
+            regimes.setdefault(info["regime"], []).append(info["dataset"])
+            switches[info["regime"]] = ", ".join(
+                f"~{k}" if v == REMOVE else f"{k}={json.dumps(v)}" for k, v in (info.get("overrides") or {}).items()
+            )
+    for regime, datasets in regimes.items():
+        rows.append(
+            [
+                f"regime `{regime}`",
+                ", ".join(datasets) + (f" ({switches[regime]})" if switches[regime] else " (params.yaml's model)"),
+            ]
+        )
+    swept = {
+        item["setting"]: {sweep["key"]: item["value"]}
+        for sweep in spec.get("sweeps") or []
+        for item in sweep["values"]
+        if item["setting"]
+    }
     for setting, models in spec["models"].items():
-        overrides = (head.get("settings") or {}).get(setting) or {}
+        overrides = (head.get("settings") or {}).get(setting) or swept.get(setting) or {}
         switch = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
         rows.append(
             [
@@ -83,7 +105,12 @@ def _header(data: dict[str, Any]) -> list[str]:
             ]
         )
     if head.get("common"):
-        rows.append(["every model", ", ".join(f"{k}={json.dumps(v)}" for k, v in head["common"].items())])
+        rows.append(
+            [
+                "every model" + (" (unless its regime says otherwise)" if regimes else ""),
+                ", ".join(f"{k}={json.dumps(v)}" for k, v in head["common"].items()),
+            ]
+        )
     rows.append(["machine", "; ".join(machines(data)) or "not recorded (cells collected without it)"])
     lines += ["", *_table(["", ""], rows, 2)]
     lines += [
@@ -111,7 +138,7 @@ def machines(data: dict[str, Any]) -> list[str]:
 
 def _paper_protocol(data: dict[str, Any]) -> list[str]:
     """Where the paper's own protocol (CIFAR-10, ResNet-50, GPU) stands in this report."""
-    lines = ["", "## The paper's protocol (CIFAR-10, ResNet-50)", ""]
+    lines = ["", "## The paper's protocol (CIFAR-10, ResNet-50): a GPU regime", ""]
     ran = machines(data)
     if PAPER_DATASET in data["spec"]["datasets"]:
         return lines + [
@@ -127,7 +154,9 @@ def _paper_protocol(data: dict[str, Any]) -> list[str]:
         "224x224 for up to 100 epochs each are not feasible on CPU"
     )
     lines += [
-        f"Not run for this report: {why}. `params/cifar10.yaml` holds the protocol (ResNet-50 with ImageNet "
+        f"Not run for this report: {why}. It would be this report's third regime: a ResNet-50 fine-tuned from "
+        "ImageNet weights, between the small CNN trained from scratch and the frozen pretrained features above. "
+        "`params/cifar10.yaml` holds the protocol (ResNet-50 with ImageNet "
         "weights, Adam lr 1e-5, batch 64; per class 100 query / 450 train / 50 val; the other 54,000 "
         "images are the database; mAP@ALL). On a GPU machine with the CIFAR-10 python batches in "
         "`data/external/cifar-10-batches-py/` and torchvision's ResNet-50 weights in the torch hub cache "
@@ -143,9 +172,130 @@ def _paper_protocol(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def section_label(data: dict[str, Any], section: str) -> str:
+    """`mnist5k (frozen)`: a section's dataset and regime; the section itself in a plan without regimes."""
+    info = (data["spec"].get("sections") or {}).get(section) or {}
+    return f"{info['dataset']} ({info['regime']})" if info.get("regime") else section
+
+
 def _verdicts(data: dict[str, Any]) -> list[str]:
-    rows = [[c["statement"], c["source"], c["dataset"], f"**{c['verdict']}**", c["evidence"]] for c in data["verdicts"]]
-    return ["", "## Verdicts", "", *_table(["claim", "source", "data", "verdict", "evidence"], rows, 5)]
+    rows = [
+        [c["statement"], c["source"], section_label(data, c["dataset"]), f"**{c['verdict']}**", c["evidence"]]
+        for c in data["verdicts"]
+        if not c["id"].startswith("sweep:")
+    ]
+    lines = ["", "## Verdicts", ""]
+    if any(c["id"].startswith("sweep:") for c in data["verdicts"]):
+        lines += ["The sweeps of A's and D's knobs have one verdict per value: see \"Sweeps of A and D\" below.", ""]
+    return lines + _table(["claim", "source", "data", "verdict", "evidence"], rows, 5)
+
+
+def _regimes(data: dict[str, Any]) -> list[str]:
+    """Where the same claim on the same dataset gets different verdicts in different regimes."""
+    found = data.get("regimes") or {}
+    if not found.get("compared"):
+        return []
+    lines = ["", "## Where the regimes disagree", ""]
+    if not found["disagree"]:
+        return lines + [
+            f"Nowhere: each of the {found['compared']} claims judged in more than one regime got the same "
+            "verdict in each."
+        ]
+    lines += [
+        f"{len(found['disagree'])} of the {found['compared']} claims judged in more than one regime get different "
+        "verdicts: the effect on this data depends on the regime (trained from scratch or frozen pretrained "
+        "features), so neither regime's verdict alone is the answer for the other.",
+        "",
+    ]
+    rows = [
+        [d["statement"], d["dataset"], "; ".join(f"{r}: **{v}**" for r, v in d["by_regime"].items())]
+        for d in found["disagree"]
+    ]
+    return lines + _table(["claim", "data", "verdict per regime"], rows, 3)
+
+
+def _recommendations(data: dict[str, Any]) -> list[str]:
+    sections = {s: body.get("recommendations") for s, body in data["datasets"].items() if body.get("recommendations")}
+    if not sections:
+        return []
+    tol = data["spec"].get("tolerance", 0.01)
+    lines = [
+        "",
+        "## Recommendation per loss",
+        "",
+        f"Per loss and section: the model with the highest mAP averaged over the lengths (mean over seeds; the "
+        "baselines count as one candidate, the released-weighting setting does not), its hash centres, and the "
+        f"shortest length whose mAP is within {100 * tol:g} point(s) of that model's best length (the code-length "
+        "chooser of `nhl/report/chooser.py`). Evidence: mean mAP over lengths, the runner-up, the paired Δ against "
+        "the baselines and the cells the models come from. The best of many candidates over 3 seeds is an "
+        "optimistic estimate: where the runner-up is within a fraction of a point, either is as good.",
+    ]
+    for section, recs in sections.items():
+        rows = []
+        for r in recs:
+            if r.get("label") is None:
+                rows.append([r["loss"], DASH, DASH, DASH, r["evidence"]])
+                continue
+            use = r["label"] + (f" ({r['knobs']})" if r.get("knobs") else "")
+            curve = r["curve"]
+            evidence = f"mean mAP {r['mean_map']:.3f} over {len(curve)} lengths x {r['seeds']} seed(s)"
+            if r.get("runner_up"):
+                evidence += f"; runner-up {r['runner_up']['label']} {r['runner_up']['mean_map']:.3f}"
+            if r.get("vs_baseline") and r["vs_baseline"].get("mean") is not None:
+                evidence += f"; Δ vs baselines {_diff(r['vs_baseline'])} points (95% CI {_ci(r['vs_baseline'])})"
+            evidence += f"; cells {', '.join(r['cells']) or DASH}"
+            length = (
+                f"{r['chosen_length']} bits ({curve[str(r['chosen_length'])]:.3f}; best {r['best_length']} bits "
+                f"{curve[str(r['best_length'])]:.3f})"
+            )
+            rows.append([r["loss"], use, r["centres"], length, evidence])
+        lines += [
+            "",
+            f"### {section_label(data, section)}",
+            "",
+            *_table(["loss", "use", "centres", "shortest length within tolerance", "evidence"], rows, 5),
+        ]
+    return lines
+
+
+def _sweeps(data: dict[str, Any]) -> list[str]:
+    sections = {s: body.get("sweeps") for s, body in data["datasets"].items() if body.get("sweeps")}
+    if not sections:
+        return []
+    lines = [
+        "",
+        "## Sweeps of A and D",
+        "",
+        "Each value of a knob is judged on its own: the compared variants, paired by seed and length and pooled "
+        "over the sweep's losses (Δ in points). The reference value is the pipeline's own (params.yaml); its models "
+        "are the settings' above (prefix centres for centre-based losses, else default), so it costs no cell.",
+    ]
+    for section, sweeps in sections.items():
+        for sweep in sweeps:
+            a, b = sweep["compare"]
+            rows = [
+                [
+                    f"{row['value']:g}" + (" (reference)" if row["setting"] is None else ""),
+                    row["setting"] or "reference settings",
+                    _diff(row["pooled"]),
+                    _ci(row["pooled"]),
+                    _test(row["pooled"]),
+                    _num(row["p_holm"], ".3g"),
+                    f"**{row['verdict']}**",
+                ]
+                for row in sweep["rows"]
+            ]
+            lines += [
+                "",
+                f"### {section_label(data, section)}: {sweep['key']} ({a} − {b}; {', '.join(sweep['losses'])})",
+                "",
+                *_table(
+                    [sweep["key"], "setting", "mean Δ", "95% CI", "p (better/worse)", "p (Holm)", "verdict"], rows, 2
+                ),
+                "",
+                sweep["note"],
+            ]
+    return lines
 
 
 def _weak(section: dict[str, Any]) -> list[str]:
@@ -343,9 +493,9 @@ def _provenance(data: dict[str, Any]) -> list[str]:
 def render(data: dict[str, Any]) -> str:
     """The whole `claims.md` text."""
     lengths = data["spec"]["lengths"]
-    lines = _header(data) + _verdicts(data)
+    lines = _header(data) + _verdicts(data) + _regimes(data) + _recommendations(data) + _sweeps(data)
     for dataset, section in data["datasets"].items():
-        lines += ["", f"## {dataset}", *_weak(section)]
+        lines += ["", f"## {section_label(data, dataset)}", *_weak(section)]
         lines += _quality(dataset, section, lengths)
         lines += _comparisons(dataset, section)
         lines += _cost(dataset, section)

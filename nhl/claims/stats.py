@@ -116,3 +116,19 @@ def summarise(
     low, high = bootstrap_mean_ci(data, confidence, resamples, seed)
     test = sign_test(data)
     return PairedSummary(len(data), mean, std, low, high, test.wins, test.losses, test.ties, test.p_value)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in input order: a family of tests (e.g. one per sweep
+    value) whose adjusted p < alpha keeps the chance of any false "holds" at most alpha.
+
+    Sorted ascending, the i-th smallest p (i from 0) becomes max over j <= i of min(1, (m - j) p_j).
+    """
+    data = [float(p) for p in p_values]
+    if any(not 0 <= p <= 1 for p in data):
+        raise ValueError("holm: p-values must lie in [0, 1]")
+    m, adjusted, running = len(data), [0.0] * len(data), 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: data[i])):
+        running = max(running, min(1.0, (m - rank) * data[i]))
+        adjusted[i] = running
+    return adjusted

@@ -47,6 +47,12 @@ class ClaimsSpec:
     alpha: float = 0.05
     speedup_claim: tuple[float, float] = (5.0, 8.0)
     gain_claim_percent: float = 3.4
+    tolerance: float = 0.01  # the recommendation's code-length chooser (mAP, 0.01 = 1 point)
+    # {section: {"dataset", "regime"}}: a section is a dataset in one regime (`Cell.section`); empty
+    # when the plan has no regimes (a section is then a dataset)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    sweeps: tuple[dict[str, Any], ...] = field(default=(), hash=False)  # `nhl.claims.sweeps.sweep_spec` of each
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # each setting's overrides
 
     def __post_init__(self) -> None:
         if self.baseline_setting not in self.models:
@@ -72,6 +78,11 @@ class ClaimsSpec:
                 keys += [(setting, v) for v in self.nested(setting)]
         return keys
 
+    def section_label(self, section: str) -> str:
+        """`mnist5k (frozen)`: the section's dataset and regime (the section itself without regimes)."""
+        info = self.sections.get(section) or {}
+        return f"{info['dataset']} ({info['regime']})" if info.get("regime") else section
+
     def label(self, setting: str, variant: str) -> str:
         if variant == BASELINE:
             return "baselines (one model per length)"
@@ -91,7 +102,7 @@ class Index:
         for cell in cells:
             meta = cell.meta
             for model_id, result in cell.results.items():
-                key = (meta["dataset"], meta["setting"], result.loss, result.variant, int(meta["seed"]))
+                key = (section_of(meta), meta["setting"], result.loss, result.variant, int(meta["seed"]))
                 index.results[key] = result
                 index.sources[key] = {
                     "cell": meta["cell_id"],
@@ -111,6 +122,14 @@ class Index:
         if result is None or bits not in result.bits:
             return None
         return result.bits[bits]["map"]
+
+
+def section_of(meta: dict[str, Any]) -> str:
+    """The report section of a collected cell: its id less `-s<seed>-<setting>` (`Cell.section`:
+    the dataset, plus `-<regime>` outside the reference regime); the dataset for other ids."""
+    suffix = f"-s{meta['seed']}-{meta['setting']}"
+    cell_id = str(meta.get("cell_id", ""))
+    return cell_id[: -len(suffix)] if cell_id.endswith(suffix) and len(cell_id) > len(suffix) else meta["dataset"]
 
 
 def weak_baselines(quality: dict[str, list[dict[str, Any]]], fraction: float = WEAK_FRACTION) -> dict[str, Any]:

@@ -224,3 +224,27 @@ def dataset_claims(section: dict[str, Any], speedups: list[float], spec: Any) ->
                 )
             )
     return claims
+
+
+def regime_disagreements(verdicts: list[dict[str, Any]], sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Claims judged in two or more regimes of one dataset, and those whose verdicts differ.
+
+    `verdicts` carry their section in `dataset` (see `ClaimsSpec.sections`); "no data" is not a
+    verdict to disagree with. Returns `{"compared": n, "disagree": [{dataset, id, statement, by_regime}]}`.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for claim in verdicts:
+        info = sections.get(claim["dataset"]) or {}
+        if not info.get("regime"):
+            continue
+        group = groups.setdefault((info["dataset"], claim["id"]), {"statement": claim["statement"], "by_regime": {}})
+        group["by_regime"][info["regime"]] = claim["verdict"]
+    compared, disagree = 0, []
+    for (dataset, cid), group in groups.items():
+        known = {r: v for r, v in group["by_regime"].items() if v != NO_DATA}
+        if len(known) < 2:
+            continue
+        compared += 1
+        if len(set(known.values())) > 1:
+            disagree.append({"dataset": dataset, "id": cid, "statement": group["statement"], "by_regime": known})
+    return {"compared": compared, "disagree": disagree}
