@@ -472,9 +472,10 @@ def candidates_from_params(
     metrics_dir: str = "metrics",
 ) -> list[Candidate]:
     """The models to promote: for each loss of `models.losses` (or `losses`), the `registry.variant`
-    model (`models/<loss>-<variant>.pt`, `metrics/<loss>-<variant>.json`) under the name
+    model (`models/<loss>/<loss>-<variant>.pt`, `metrics/<loss>/<loss>-<variant>.json`) under the name
     `registry.name` formats (fields dataset, loss, variant, protocol). The sections are params.yaml's
     `data`, `models` and `registry`, passed in by the caller."""
+    from nhl.layout import metrics_file, model_file
     from nhl.variants import model_id
 
     root = Path(root)
@@ -497,8 +498,8 @@ def candidates_from_params(
         found.append(
             Candidate(
                 name,
-                root / model_dir / f"{mid}.pt",
-                root / metrics_dir / f"{mid}.json",
+                model_file(root / model_dir, mid),
+                metrics_file(root / metrics_dir, mid),
                 dvc_split_md5(root / "dvc.lock", mid),
             )
         )
