@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)",
+        help="rerun every cell: dvc exp run -f (every stage reruns; a model whose fingerprint matches "
+        "one already in the experiment's workspace is kept, nhl/modelset.py)",
     )
     parser.add_argument("--runs-dir", type=Path, help="collected cells (default: <out-dir>/runs)")
     parser.add_argument(
@@ -156,7 +157,8 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
 
 
 def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
-    """Models x measured seconds per model of their dataset + a fixed cost per cell (None if unknown)."""
+    """Models x measured seconds per model of their dataset, + a fixed cost per loss (one stage process
+    each: start-up, imports, data) and per cell (None if unknown)."""
     per_model = cost.get("seconds_per_model") or {}
     total = 0.0
     for cell in cells:
@@ -164,6 +166,7 @@ def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
         if seconds is None:
             return None
         total += len(cell.model_ids) * float(seconds) + float(cost.get("seconds_per_cell") or 0)
+        total += len(cell.losses) * float(cost.get("seconds_per_loss") or 0)
     return total
 
 
@@ -181,10 +184,7 @@ def print_plan(cells: list, prefix: str, cost: dict[str, Any]) -> None:
         if seconds is not None
         else "unknown (the plan's `cost` has no seconds per model for a dataset)"
     )
-    print(
-        f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models already in the "
-        "run cache take seconds"
-    )
+    print(f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}")
 
 
 def run_and_collect(
