@@ -512,9 +512,12 @@ def model_name(template: str, **fields: Any) -> str:
 
 
 def dvc_split_md5(lock: str | os.PathLike, model_id: str, split_dir: str = "data/splits") -> str | None:
-    """The DVC md5 of the split the model was trained on, from dvc.lock (`train@<model_id>`'s
-    dependency), or None when there is no lock or no such entry."""
+    """The DVC md5 of the split the model was trained on, from dvc.lock (`models@<loss>`'s, or
+    `train@<model_id>`'s in projects from before the per-loss stage: its dependency), or None when
+    there is no lock or no such entry."""
     import yaml
+
+    from nhl.layout import loss_of
 
     lock = Path(lock)
     if not lock.is_file():
@@ -523,7 +526,7 @@ def dvc_split_md5(lock: str | os.PathLike, model_id: str, split_dir: str = "data
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
     except yaml.YAMLError:
         return None
-    for stage in (f"train@{model_id}", "split"):
+    for stage in (f"models@{loss_of(model_id)}", f"train@{model_id}", "split"):
         entry = stages.get(stage) or {}
         for item in (entry.get("deps") or []) + (entry.get("outs") or []):
             if item.get("path") == split_dir and item.get("md5"):
