@@ -85,7 +85,7 @@ def dvc_env(project: Path, timings: Path | None) -> dict[str, str]:
 
 
 def stage_kind(stage: str) -> str:
-    """`train@csq-nhl-full` -> `train`."""
+    """`models@csq` -> `models` (`train@csq-nhl-full` -> `train` in projects from before the per-loss stage)."""
     return stage.split("@", 1)[0] or "?"
 
 
@@ -106,7 +106,7 @@ def table(records: list[dict], wall: float) -> tuple[list[list[str]], dict[str, 
         parts["other"] += max(life - accounted, 0.0)  # interpreter shutdown, untimed lines
     totals: dict[str, float] = defaultdict(float)
     rows = []
-    order = ["fetch", "split", "validate", "features", "train", "evaluate", "report"]
+    order = ["fetch", "split", "validate", "features", "models", "train", "evaluate", "report"]
     for kind in sorted(by_kind, key=lambda k: (order.index(k) if k in order else len(order), k)):
         parts = by_kind[kind]
         for part in PARTS + ["life"]:

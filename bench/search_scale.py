@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from nhl.serving import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "csq-nhl-full.pt"), help="trained nested model")
+    parser.add_argument("--model", default=str(ROOT / "models/csq/csq-nhl-full.pt"), help="trained nested model")
     parser.add_argument("--raw", type=Path, default=ROOT / "data" / "raw" / "mnist5k", help="raw mnist5k directory")
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "splits", help="split manifest directory")
     parser.add_argument("--sizes", default="100000,1000000,10000000", help="database sizes (comma-separated)")

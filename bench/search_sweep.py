@@ -3,7 +3,7 @@
 Data: the mnist5k images that are not in the manifest's query split are augmented (random
 rotation +-15 deg, scale 0.9-1.1, shift +-2 px, Gaussian pixel noise sd 0.05) until there are
 `--n-database` of them, and encoded with the trained nested model (default
-models/csq-nhl-full.pt, lengths 8..128). Queries: the manifest's held-out query images and
+models/csq/csq-nhl-full.pt, lengths 8..128). Queries: the manifest's held-out query images and
 augmented copies of them (500 + 500 for mnist5k), so no query or any variant of it is in the
 database. The encoded codes are cached as nhl codes files (`--cache-dir`), keyed by the model's
 hash and the data settings, so a rerun only searches.
@@ -263,7 +263,7 @@ def bucket_summary(db: Codes, bits: int = 16) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "csq-nhl-full.pt"), help="trained nested model")
+    parser.add_argument("--model", default=str(ROOT / "models/csq/csq-nhl-full.pt"), help="trained nested model")
     parser.add_argument("--raw", type=Path, default=ROOT / "data" / "raw" / "mnist5k", help="raw mnist5k directory")
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "splits", help="split manifest directory")
     parser.add_argument("--n-database", type=int, default=1_000_000)

@@ -1,7 +1,7 @@
 """Load test of `nhl serve`: N concurrent clients on loopback for a bounded time, per code length.
 
 The server is started as `nhl serve --codes FILE` on a synthetic database: the manifest's
-database split encoded with the model (`--model`, default models/csq-nhl-full.pt), then
+database split encoded with the model (`--model`, default models/csq/csq-nhl-full.pt), then
 replicated to `--n-database` codes (default 1,000,000), every copy after the first with each
 bit flipped with probability `--flip-rate` (labels copied, so relevance still means something).
 Clients are threads with keep-alive sessions sending `GET /search?item=<query item>&bits=&k=10`
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from nhl.atomic import write_text
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "csq-nhl-full.pt"), help="trained nested model")
+    parser.add_argument("--model", default=str(ROOT / "models/csq/csq-nhl-full.pt"), help="trained nested model")
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "splits", help="split manifest")
     parser.add_argument("--n-database", type=int, default=1_000_000, help="synthetic database size")
     parser.add_argument("--flip-rate", type=float, default=0.02, help="bit-flip probability of replicated codes")

@@ -111,11 +111,14 @@ def evaluate_file(
     device: str = "cpu",
     source: str | os.PathLike | None = None,
     features: str | os.PathLike | None = None,
+    splits: tuple[ManifestDataset, ManifestDataset] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Load a model file, score it on the manifest's query vs database splits.
 
     A model trained with a frozen backbone is scored on the cached `features` (the features
     stage's directory) when given: the same codes as from images, without the backbone's cost.
+    `splits` are the manifest's (query, database) image splits already loaded (shared by the
+    models one process evaluates).
     Returns (metrics record, PR rows, per-epoch history rows of its training)."""
     from nhl.data.dataset import load_split
     from nhl.models.hasher import load_hasher
@@ -135,6 +138,8 @@ def evaluate_file(
             }
             query = load_features(features, manifest, "query", expect)
             database = load_features(features, manifest, "database", expect)
+        elif splits is not None:
+            query, database = splits
         else:
             query = load_split(manifest, "query", source=source)
             database = load_split(manifest, "database", source=source)

@@ -115,6 +115,7 @@ def train_from_manifest(
     track: bool = True,
     tags: dict[str, str] | None = None,
     features: str | os.PathLike | None = None,
+    datasets: tuple[ManifestDataset, ManifestDataset] | None = None,
 ) -> TrainResult:
     """Train on the manifest's `train` split, select on `val` (database: `train`), save the model.
 
@@ -125,7 +126,8 @@ def train_from_manifest(
     With `track`, the run is logged to MLflow (params, per-epoch curves, the model); its run id
     is stored in the model file so evaluation can add its metrics to the same run. With
     `config.freeze_backbone` and `features` (the features stage's directory), the head trains on
-    the cached features instead of images.
+    the cached features instead of images. `datasets` are the manifest's (train, val) splits
+    already loaded (several models trained in one process share them).
     """
     model_path = Path(model_path)
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and tracks
@@ -146,6 +148,8 @@ def train_from_manifest(
             }
             train_set = load_features(features, manifest, "train", expect)
             val_set = load_features(features, manifest, "val", expect)
+        elif datasets is not None:
+            train_set, val_set = datasets
         else:
             train_set = load_split(manifest, "train", source=source)
             val_set = load_split(manifest, "val", source=source)

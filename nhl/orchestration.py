@@ -118,7 +118,7 @@ def dvc_env(extra: dict[str, str] | None = None, base: dict[str, str] | None = N
 
 
 def stage_names(project: str | os.PathLike, env: dict[str, str] | None = None) -> list[str]:
-    """Every stage of the project's dvc.yaml, matrix stages expanded (`train@csq-nhl-full`)."""
+    """Every stage of the project's dvc.yaml, foreach stages expanded (`models@csq`)."""
     done = subprocess.run(
         dvc_command("stage", "list", "--name-only"), cwd=project, env=dvc_env(env), capture_output=True, text=True
     )

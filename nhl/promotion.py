@@ -472,9 +472,10 @@ def candidates_from_params(
     metrics_dir: str = "metrics",
 ) -> list[Candidate]:
     """The models to promote: for each loss of `models.losses` (or `losses`), the `registry.variant`
-    model (`models/<loss>-<variant>.pt`, `metrics/<loss>-<variant>.json`) under the name
+    model (`models/<loss>/<loss>-<variant>.pt`, `metrics/<loss>/<loss>-<variant>.json`) under the name
     `registry.name` formats (fields dataset, loss, variant, protocol). The sections are params.yaml's
     `data`, `models` and `registry`, passed in by the caller."""
+    from nhl.layout import metrics_file, model_file
     from nhl.variants import model_id
 
     root = Path(root)
@@ -497,8 +498,8 @@ def candidates_from_params(
         found.append(
             Candidate(
                 name,
-                root / model_dir / f"{mid}.pt",
-                root / metrics_dir / f"{mid}.json",
+                model_file(root / model_dir, mid),
+                metrics_file(root / metrics_dir, mid),
                 dvc_split_md5(root / "dvc.lock", mid),
             )
         )
@@ -511,9 +512,12 @@ def model_name(template: str, **fields: Any) -> str:
 
 
 def dvc_split_md5(lock: str | os.PathLike, model_id: str, split_dir: str = "data/splits") -> str | None:
-    """The DVC md5 of the split the model was trained on, from dvc.lock (`train@<model_id>`'s
-    dependency), or None when there is no lock or no such entry."""
+    """The DVC md5 of the split the model was trained on, from dvc.lock (`models@<loss>`'s, or
+    `train@<model_id>`'s in projects from before the per-loss stage: its dependency), or None when
+    there is no lock or no such entry."""
     import yaml
+
+    from nhl.layout import loss_of
 
     lock = Path(lock)
     if not lock.is_file():
@@ -522,7 +526,7 @@ def dvc_split_md5(lock: str | os.PathLike, model_id: str, split_dir: str = "data
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
     except yaml.YAMLError:
         return None
-    for stage in (f"train@{model_id}", "split"):
+    for stage in (f"models@{loss_of(model_id)}", f"train@{model_id}", "split"):
         entry = stages.get(stage) or {}
         for item in (entry.get("deps") or []) + (entry.get("outs") or []):
             if item.get("path") == split_dir and item.get("md5"):

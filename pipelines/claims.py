@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="rerun every cell: dvc exp run -f (every stage reruns, the run cache is not used)",
+        help="rerun every cell: dvc exp run -f (every stage reruns; a model whose fingerprint matches "
+        "one already in the experiment's workspace is kept, nhl/modelset.py)",
     )
     parser.add_argument("--runs-dir", type=Path, help="collected cells (default: <out-dir>/runs)")
     fanout = parser.add_argument_group("executor (pipelines/claims_flow.py: the cells as Prefect tasks on Dask)")
@@ -193,7 +194,8 @@ def claims_spec(experiment: dict[str, Any], cells: list, report: dict[str, Any],
 
 
 def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
-    """Models x measured seconds per model of their dataset + a fixed cost per cell (None if unknown).
+    """Models x measured seconds per model of their dataset, + a fixed cost per loss (one stage process
+    each: start-up, imports, data) and per cell (None if unknown).
 
     A regime with its own entry in `regime_seconds_per_model` uses it instead, and pays
     `regime_seconds_once` (e.g. stage features) once per dataset and seed."""
@@ -205,6 +207,7 @@ def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
         if seconds is None:
             return None
         total += len(cell.model_ids) * float(seconds) + float(cost.get("seconds_per_cell") or 0)
+        total += len(cell.losses) * float(cost.get("seconds_per_loss") or 0)
         if (cell.regime, cell.dataset, cell.seed) not in paid:
             paid.add((cell.regime, cell.dataset, cell.seed))
             total += float((once.get(cell.regime) or {}).get(cell.dataset) or 0)
@@ -226,8 +229,8 @@ def print_plan(cells: list, prefix: str, cost: dict[str, Any]) -> None:
         else "unknown (the plan's `cost` has no seconds per model for a dataset)"
     )
     print(
-        f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models already in the "
-        "run cache take seconds"
+        f"claims: {len(cells)} cells, {models} models; estimated cost {estimate}; models whose "
+        "fingerprint is unchanged are kept"
     )
     for section in dict.fromkeys(c.section for c in cells):  # per section: where the time goes
         part = [c for c in cells if c.section == section]

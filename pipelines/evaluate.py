@@ -1,13 +1,13 @@
 """Stage `evaluate`: score one trained model on the query vs database splits.
 
-Writes `metrics/<model_id>.json` (per-length mAP / P@100 / P@r<=2, training cost),
-`plots/pr/<model_id>.csv` (precision-recall of hash lookup per Hamming radius) and
-`plots/history/<model_id>.json` (per-epoch loss, val mAP, adaptive weights), all atomically,
-and adds the final metrics to the model's MLflow run (attached, not reopened). In `dvc repro` it
-runs with `--no-track` and the report stage adds every model's results, so this process never
-imports MLflow (nhl/tracking/evaluations.py).
+Writes `metrics/<loss>/<model_id>.json` (per-length mAP / P@100 / P@r<=2, training cost),
+`plots/pr/<loss>/<model_id>.csv` (precision-recall of hash lookup per Hamming radius) and
+`plots/history/<loss>/<model_id>.json` (per-epoch loss, val mAP, adaptive weights), all atomically,
+and adds the final metrics to the model's MLflow run (attached, not reopened). `dvc repro` does
+not run it: stage `models@<loss>` (pipelines/loss_models.py) evaluates every model of a loss in
+one process, and the report stage adds every model's results to its MLflow run.
 
-    python pipelines/evaluate.py --model models/csq-nhl-full.pt --manifest data/splits
+    python pipelines/evaluate.py --model models/csq/csq-nhl-full.pt --manifest data/splits
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             from nhl import atomic
             from nhl.evaluation import evaluate_file, pr_rows_csv
             from nhl.experiment import check_output_dir
+            from nhl.layout import placed
 
         section = read_section(args.params, "evaluate")
         topk = section.get("topk")
@@ -61,23 +62,24 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.manifest, topk=topk, pr_lengths=pr_lengths, features=args.features
         )
         model_id = record["model_id"]
+        metrics_path = placed(args.metrics_dir, model_id, ".json")
         with phase("outputs"):
-            atomic.write_text(args.plots_dir / "pr" / f"{model_id}.csv", pr_rows_csv(rows))
-            atomic.write_text(args.plots_dir / "history" / f"{model_id}.json", json.dumps(history, indent=1) + "\n")
-            atomic.write_text(args.metrics_dir / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
+            atomic.write_text(placed(args.plots_dir / "pr", model_id, ".csv"), pr_rows_csv(rows))
+            atomic.write_text(
+                placed(args.plots_dir / "history", model_id, ".json"), json.dumps(history, indent=1) + "\n"
+            )
+            atomic.write_text(metrics_path, json.dumps(record, indent=2) + "\n")
         if not args.no_track and record.get("mlflow_run_id"):
             with phase("tracking"):
                 from nhl.data.manifest import read_manifest
                 from nhl.tracking.evaluations import log_evaluation
 
-                log_evaluation(
-                    record, args.metrics_dir / f"{model_id}.json", read_manifest(args.manifest)[1], args.manifest
-                )
+                log_evaluation(record, metrics_path, read_manifest(args.manifest)[1], args.manifest)
     except (ValueError, OSError) as err:  # OSError: unreadable input, unwritable output
         print(stage_error("evaluate", err), file=sys.stderr)
         return 2
     maps = ", ".join(f"{k}: {v['map']:.4f}" for k, v in record["bits"].items())
-    print(f"evaluate: {model_id}: mAP {maps} -> {args.metrics_dir / (model_id + '.json')}")
+    print(f"evaluate: {model_id}: mAP {maps} -> {metrics_path}")
     return 0
 
 

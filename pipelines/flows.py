@@ -3,7 +3,8 @@
 Every task runs `dvc repro <target>` (see nhl.orchestration), so a scheduled run and a manual
 `dvc repro` share one cache and one dvc.lock, and a stage that is up to date is skipped. Order:
 data (fetch, split) -> validate (the gate: a failure stops the flow before any training, naming
-the failed checks) -> train + evaluate, one task per model -> report (every stage still out of
+the failed checks) -> train + evaluate, one task per loss (stage `models@<loss>`, which redoes
+only the models that changed) -> report (every stage still out of
 date, the report included). Tasks retry transient failures (a held DVC lock, a killed or crashed
 command), never a rejected data set or a stage's bad-input exit.
 
@@ -98,10 +99,10 @@ def validate(project: str) -> tuple[list[str], dict]:
     return ran, validation_summary(result)
 
 
-@task(name="train-evaluate", task_run_name="train-evaluate[{model}]", **_retrying)
-def train_evaluate(project: str, model: str) -> list[str]:
-    """Stages train@<model> and evaluate@<model>; returns the stages DVC ran."""
-    return repro([f"evaluate@{model}"], project, _env(), _log()).ran
+@task(name="train-evaluate", task_run_name="train-evaluate[{loss}]", **_retrying)
+def train_evaluate(project: str, loss: str) -> list[str]:
+    """Stage models@<loss>: trains and evaluates the loss's changed models; returns the stages DVC ran."""
+    return repro([f"models@{loss}"], project, _env(), _log()).ran
 
 
 @task(name="report", **_retrying)
@@ -137,16 +138,21 @@ def retrain(project: str | None = None) -> dict:
     split sizes), `models`, `metrics` (files relative to the project), `report` (or None) and
     `promotion` (the gate's decision per registered model).
     """
+    from nhl.layout import metrics_file
+
     root = Path(project or PROJECT).resolve()
-    models = [name.split("@", 1)[1] for name in stage_names(root) if name.startswith("evaluate@")]
+    losses = [name.split("@", 1)[1] for name in stage_names(root) if name.startswith("models@")]
+    variants = read_section(root / "params.yaml", "models").get("variants") or []
+    models = [f"{loss}-{variant}" for loss in losses for variant in variants]
     ran = data(str(root))
     validated, verdict = validate(str(root))
     ran += validated
-    for model in models:
-        ran += train_evaluate(str(root), model)
+    for loss in losses:
+        ran += train_evaluate(str(root), loss)
     ran += report(str(root))
     promotion = promote(str(root))
-    metrics = [f"metrics/{m}.json" for m in models if (root / "metrics" / f"{m}.json").is_file()]
+    found = [metrics_file(root / "metrics", m) for m in models]
+    metrics = [str(path.relative_to(root)) for path in found if path.is_file()]
     return {
         "project": str(root),
         "stages_run": [stage for stage in ran if stage not in ALWAYS_RUN],

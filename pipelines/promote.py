@@ -1,7 +1,7 @@
 """Promotion gate: register the pipeline's models in the MLflow Model Registry, promote or not.
 
-For each loss of `models.losses`, the `registry.variant` model (models/<loss>-<variant>.pt,
-evaluated in metrics/<loss>-<variant>.json) becomes a new version of `registry.name`
+For each loss of `models.losses`, the `registry.variant` model (models/<loss>/<loss>-<variant>.pt,
+evaluated in metrics/<loss>/<loss>-<variant>.json) becomes a new version of `registry.name`
 (`nhl-{dataset}-{loss}`) if the validation gate passed on its data, and gets `champion` only if
 its mAP at every length is within `registry.tolerance` of the champion's on the same split
 (`nhl.promotion`). Writes reports/promotion.md atomically; exit 1 if a model was not registered,

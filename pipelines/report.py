@@ -137,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                     for key in ("markdown", "json", "map_csv", "figures"):  # figures: a directory, kept as figures/
                         run.log_artifact(paths[key])
                 # the evaluate stages run with --no-track: their results join the training runs here
+                from nhl.layout import metrics_file
                 from nhl.tracking.evaluations import log_evaluations
 
                 model_ids = [f"{loss}-{variant}" for loss in models["losses"] for variant in models["variants"]]
-                log_evaluations([args.metrics_dir / f"{m}.json" for m in model_ids], args.manifest)
+                log_evaluations([metrics_file(args.metrics_dir, m) for m in model_ids], args.manifest)
     except (ValueError, FileNotFoundError) as err:
         print(stage_error("report", err), file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 The `train` section of params.yaml gives the shared settings (backbone, lengths, epochs, ...),
 `losses.<loss>` the loss's hyper-parameters. The variant is `baseline-<k>` or one of the nested
-variants (`nhl-noA-noD`, `nhl-A`, `nhl-D`, `nhl-full`). Writes `<out>/<loss>-<variant>.pt`.
+variants (`nhl-noA-noD`, `nhl-A`, `nhl-D`, `nhl-full`). Writes `<out>/<loss>/<loss>-<variant>.pt`
+(nhl/layout.py).
 
     python pipelines/train.py --loss csq --variant nhl-full --manifest data/splits --out models
 """
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with phase("imports"):
             from nhl.experiment import build_train_config, train_from_manifest
+            from nhl.layout import placed
             from nhl.variants import model_id
 
         section = read_section(args.params, "train")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train_from_manifest(
             config,
             args.manifest,
-            args.out / f"{mid}.pt",
+            placed(args.out, mid, ".pt"),
             mid,
             resume=args.resume,
             track=not args.no_track,
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"train: {mid}: best epoch {result.best_epoch}/{result.epochs_run}, val mAP {result.best_score:.4f}, "
-        f"{result.train_seconds:.1f} s, peak {result.peak_memory_mb:.0f} MiB -> {args.out / (mid + '.pt')}"
+        f"{result.train_seconds:.1f} s, peak {result.peak_memory_mb:.0f} MiB -> {placed(args.out, mid, '.pt')}"
     )
     return 0
 

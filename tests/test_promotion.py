@@ -263,11 +263,16 @@ def test_candidates_follow_the_registry_settings_and_dvc_lock(tmp_path):
     assert [(c.name, c.model, c.metrics, c.dvc_md5) for c in found] == [
         (
             "nhl-cifar10-csq",
-            tmp_path / "models" / "csq-nhl-full.pt",
-            tmp_path / "metrics" / "csq-nhl-full.json",
+            tmp_path / "models" / "csq" / "csq-nhl-full.pt",  # the per-loss layout (nhl/layout.py)
+            tmp_path / "metrics" / "csq" / "csq-nhl-full.json",
             "abc.dir",
         ),
-        ("nhl-cifar10-dpn", tmp_path / "models" / "dpn-nhl-full.pt", tmp_path / "metrics" / "dpn-nhl-full.json", None),
+        (
+            "nhl-cifar10-dpn",
+            tmp_path / "models" / "dpn" / "dpn-nhl-full.pt",
+            tmp_path / "metrics" / "dpn" / "dpn-nhl-full.json",
+            None,
+        ),
     ]
     with pytest.raises(ValueError, match=r"registry.variant: expected the variant to register"):
         candidates_from_params({"dataset": "x"}, {"losses": ["csq"]}, {"name": "nhl-{dataset}"}, tmp_path)

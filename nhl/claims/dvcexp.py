@@ -1,8 +1,9 @@
 """Run a claims cell as a DVC experiment and collect what it produced from its git commit.
 
 `dvc exp run --temp` runs the default pipeline in a copy of the repository under `.dvc/tmp/exps`
-(the workspace is not changed; the DVC cache and its run cache are shared, so a model already
-trained with the same code and parameters is restored instead of retrained) and commits the
+(the workspace is not changed; the DVC cache is shared; the per-loss model stages keep their
+outputs between runs and are not in DVC's run cache, so a cell retrains its models unless the
+baseline commit already holds them with the same fingerprint, nhl/modelset.py) and commits the
 result to `refs/exps/<baseline commit>/<name>`, listed by `dvc exp show`. Only files that git
 tracks are copied: commit (or `git add`) new code first.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from nhl.claims.plan import Cell
 from nhl.claims.runs import locked_md5, records_from_comparison, write_cell
+from nhl.layout import loss_of, placed
 
 COMPARISON = "reports/comparison.json"
 
@@ -56,6 +58,20 @@ def show(root: str | os.PathLike, rev: str, path: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def locked_file_md5(md5: dict[str, str], folder: str, model_id: str, suffix: str) -> str | None:
+    """A model's file hash in dvc.lock's `{path: md5}`: the file's own (`<folder>/<loss>/<id><suffix>`,
+    or the flat `<folder>/<id><suffix>` of older projects), else its loss folder's directory hash
+    (`<folder>/<loss>`, a `.dir` md5 whose DVC manifest lists the file's), None when absent."""
+    for path in (
+        placed(folder, model_id, suffix),
+        Path(folder) / f"{model_id}{suffix}",
+        Path(folder) / loss_of(model_id),
+    ):
+        if str(path) in md5:
+            return md5[str(path)]
+    return None
+
+
 def untracked_code(root: str | os.PathLike, folders: tuple[str, ...] = ("nhl", "pipelines")) -> list[str]:
     """Untracked files under the code folders: a temp experiment would run without them."""
     out = git(root, "status", "--porcelain", "--untracked-files=all", "--", *folders).stdout
@@ -82,9 +98,9 @@ def run_environment(name: str, base: dict[str, str] | None = None) -> dict[str, 
 def dvc_command(cell: Cell, name: str, force: bool = False) -> list[str]:
     """`python -m dvc exp run --temp --keep-going -n <name> -S ...` for one cell.
 
-    --keep-going: a model that fails does not stop the others; they reach the run cache, so a
-    rerun (after a fix, or without that model) takes only what is left. A cell with a failed
-    stage saves no experiment.
+    --keep-going: a loss whose stage fails does not stop the other losses' stages. A cell with a
+    failed stage saves no experiment, and its temporary copy (with the models trained so far) is
+    discarded.
     """
     return [
         sys.executable,
@@ -154,16 +170,17 @@ def collect_cell(
     by_id = {r["model_id"]: r for r in records_from_comparison(data)}
     records = []
     for model_id in cell.model_ids:
-        original = show(root, rev, f"metrics/{model_id}.json")
+        metrics_path = str(placed("metrics", model_id, ".json"))  # the layout of nhl/layout.py
+        original = show(root, rev, metrics_path)
         record = json.loads(original) if original is not None else by_id.get(model_id)
         if record is None:
             continue  # not trained (a failed stage): shown as "—"
         record["source"] = {
             "experiment": name,
             "rev": rev,
-            "from": f"metrics/{model_id}.json" if original is not None else COMPARISON,
-            "model_md5": md5.get(f"models/{model_id}.pt"),
-            "metrics_md5": md5.get(f"metrics/{model_id}.json"),
+            "from": metrics_path if original is not None else COMPARISON,
+            "model_md5": record.get("model_md5") or locked_file_md5(md5, "models", model_id, ".pt"),
+            "metrics_md5": locked_file_md5(md5, "metrics", model_id, ".json"),
         }
         records.append(record)
     meta = {

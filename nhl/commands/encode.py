@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the split manifest directory to encode, as in `nhl train` / `nhl evaluate` (instead of SOURCE)",
     )
-    parser.add_argument("--model", required=True, help="trained model file (models/<model_id>.pt)")
+    parser.add_argument("--model", required=True, help="trained model file (models/<loss>/<model_id>.pt)")
     parser.add_argument("--out", type=Path, required=True, help="codes file to write (.npz)")
     parser.add_argument(
         "--split",

@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score a model on a manifest's query vs database splits",
         description="Encode the query and database splits with the model and compute mAP, P@100 and "
-        "P@r<=2 for each of its lengths (the metrics/<model_id>.json format).",
+        "P@r<=2 for each of its lengths (the metrics/<loss>/<model_id>.json format).",
     )
-    parser.add_argument("--model", required=True, help="trained model file (models/<model_id>.pt)")
+    parser.add_argument("--model", required=True, help="trained model file (models/<loss>/<model_id>.pt)")
     parser.add_argument(
         "--manifest", type=Path, default=Path("data/splits"), help="split manifest directory (default: %(default)s)"
     )

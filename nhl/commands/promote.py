@@ -1,7 +1,7 @@
 """`nhl promote`: register trained models in the MLflow Model Registry and run the promotion gate.
 
 By default it considers, for each loss of params.yaml `models.losses`, the `registry.variant`
-model (`models/<loss>-<variant>.pt` with `metrics/<loss>-<variant>.json`), registers it as a new
+model (`models/<loss>/<loss>-<variant>.pt` with `metrics/<loss>/<loss>-<variant>.json`), registers it as a new
 version of `registry.name` (e.g. `nhl-mnist5k-csq`) and gives it `champion` or `challenger`
 (see `nhl.promotion`). `--model` considers one model file instead. The decisions and their
 mAP tables go to reports/promotion.md (atomically) and to MLflow. The store is the project's
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="params file with `data`, `models` and `registry` sections (default: %(default)s)",
     )
     parser.add_argument("--loss", action="append", help="only this loss's model (repeatable; default: models.losses)")
-    parser.add_argument("--model", type=Path, help="one model file instead (models/<model_id>.pt)")
+    parser.add_argument("--model", type=Path, help="one model file instead (models/<loss>/<model_id>.pt)")
     parser.add_argument("--name", help="registered model name for --model (default: registry.name's template)")
     parser.add_argument(
         "--metrics", type=Path, help="metrics record for --model (default: <metrics-dir>/<model file stem>.json)"
@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from nhl.layout import metrics_file
     from nhl.promotion import Candidate, candidates_from_params, promote_candidates
 
     params = (yaml.safe_load(args.params.read_text()) or {}) if args.params.is_file() else {}
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.model.is_file():
             raise FileNotFoundError(f"model file {args.model} does not exist")
         name = args.name or _name_for(args.model, registry, data, args.params)
-        metrics = args.metrics or Path(args.metrics_dir) / f"{args.model.stem}.json"
+        metrics = args.metrics or metrics_file(args.metrics_dir, args.model.stem)
         candidates = [Candidate(name, args.model, metrics)]
     else:
         if not args.params.is_file():

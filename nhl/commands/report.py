@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the baselines-vs-NHL comparison report from metrics files",
-        description="Read metrics/<model_id>.json (and plots/pr, plots/history) and write "
+        description="Read metrics/<loss>/<model_id>.json (and plots/pr, plots/history) and write "
         "comparison.md, comparison.json and figures/ to --out, plus the mAP-vs-bits CSV. "
         "Without --losses/--variants every metrics file found is used; with them, "
         "missing models show as a dash.",

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reproduce the pipeline (dvc repro) with the project's interpreter",
         description="Run `dvc repro` in the current project with this interpreter's bin directory first on "
         "PATH (stage commands call `python`) and MLFLOW_DISABLE_TELEMETRY=true. Every argument "
-        "goes to `dvc repro`, e.g. `nhl run --force train@csq-nhl-full`; `nhl run -h` shows its help.",
+        "goes to `dvc repro`, e.g. `nhl run --force models@csq`; `nhl run -h` shows its help.",
         # Options belong to `dvc repro`, not to us: with no `-` prefix of its own, this parser takes
         # `-f`, `--dry` and `-h` as plain arguments and hands them on.
         prefix_chars="+",

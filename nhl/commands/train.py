@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from nhl.experiment import build_train_config, train_from_manifest
+    from nhl.layout import placed
     from nhl.variants import model_id
 
     if not args.params.is_file():
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     loss_params = (params.get("losses") or {}).get(args.loss) or {}
     config = build_train_config(section, args.loss, args.variant, loss_params)
     mid = model_id(args.loss, args.variant)
-    path = args.out / f"{mid}.pt"
+    path = placed(args.out, mid, ".pt")
     result = train_from_manifest(
         config, args.manifest, path, mid, resume=args.resume, track=not args.no_track, progress=sys.stderr.isatty()
     )

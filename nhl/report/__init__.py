@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nhl.layout import history_file, pr_file
 from nhl.report.chooser import chooser
 from nhl.report.health import zoo_health
 from nhl.report.inputs import (
@@ -106,8 +107,8 @@ def build_report(
     topk = _common_topk(results)
     sections = {loss: loss_section(loss, list(variants), results) for loss in losses}
     plots_dir = Path(plots_dir)
-    pr = {m: read_pr(plots_dir / "pr" / f"{m}.csv") for m, r in results.items() if r is not None}
-    history = {m: read_history(plots_dir / "history" / f"{m}.json") for m, r in results.items() if r is not None}
+    pr = {m: read_pr(pr_file(plots_dir, m)) for m, r in results.items() if r is not None}
+    history = {m: read_history(history_file(plots_dir, m)) for m, r in results.items() if r is not None}
     data = {
         "schema_version": SCHEMA_VERSION,
         "header": header(manifest, params, topk),

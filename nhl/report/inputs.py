@@ -121,11 +121,12 @@ def discover(metrics_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     Losses keep their sorted order; variants are the baselines by length, then the nested
     variants in `nhl.variants.NESTED_VARIANTS` order, then any others by name.
     """
+    from nhl.layout import metrics_files
     from nhl.variants import NESTED_VARIANTS
 
-    found = [read_metrics(path) for path in sorted(Path(metrics_dir).glob("*.json"))]
+    found = [read_metrics(path) for path in metrics_files(metrics_dir)]
     if not found:
-        raise FileNotFoundError(f"metrics directory {metrics_dir}: no metrics files (*.json) found")
+        raise FileNotFoundError(f"metrics directory {metrics_dir}: no metrics files (<loss>/*.json) found")
     losses = sorted({r.loss for r in found})
     baselines = sorted(
         {r.variant for r in found if r.is_baseline},
@@ -142,11 +143,13 @@ def load_results(
     metrics_dir: str | os.PathLike, losses: list[str], variants: list[str]
 ) -> dict[str, ModelResult | None]:
     """`{model_id: result or None when its file is absent}` for every loss x variant, in order."""
+    from nhl.layout import metrics_file
+
     results: dict[str, ModelResult | None] = {}
     for loss in losses:
         for variant in variants:
             model_id = f"{loss}-{variant}"
-            path = Path(metrics_dir) / f"{model_id}.json"
+            path = metrics_file(metrics_dir, model_id)
             result = read_metrics(path) if path.is_file() else None
             if result is not None and (result.loss, result.variant) != (loss, variant):
                 raise ValueError(

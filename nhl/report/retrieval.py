@@ -79,10 +79,11 @@ def collect_examples(
     """Top-`topk` hits of `queries` seeded query items for each loss's nested model and baselines.
 
     A model file that does not exist is reported as missing (its rows are left out); the nested
-    model's lengths decide the rows. Reads `models_dir/<loss>-<variant>.pt` and the manifest.
+    model's lengths decide the rows. Reads `models_dir/<loss>/<loss>-<variant>.pt` and the manifest.
     """
     from nhl.data.dataset import load_split
     from nhl.index import HashIndex
+    from nhl.layout import model_file
     from nhl.serving import resolve_model as load_model
 
     if nested not in variants:
@@ -101,7 +102,7 @@ def collect_examples(
     thumbs: dict[int, np.ndarray] = {}
     chosen: list[int] | None = None
     for loss in losses:
-        path = models_dir / f"{loss}-{nested}.pt"
+        path = model_file(models_dir, f"{loss}-{nested}")
         if not path.is_file():
             data["losses"][loss] = {"queries": [], "rows": [], "missing": [path.stem]}
             continue
@@ -124,7 +125,7 @@ def collect_examples(
         db_codes: dict[str, np.ndarray] = {}
         for model_id, bits in _model_rows(loss, nested, variants, lengths):
             if model_id not in loaded:
-                file = models_dir / f"{model_id}.pt"
+                file = model_file(models_dir, model_id)
                 if not file.is_file():
                     entry["missing"].append(model_id)
                     continue

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from nhl.claims.fanout import CloneMismatch, prepare_clone, remote_experiments
+from nhl.layout import metrics_file
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two settings of one loss: cell `base` trains csq-baseline-8, cell `nested` csq-nhl-full, both with
@@ -71,7 +72,7 @@ def _kill_a_worker_mid_training(clones: Path, killed: dict, stop: threading.Even
     while not stop.wait(0.2):
         for pidfile in clones.glob("*/.dvc/tmp/nhl-claims/cell.pid"):
             logs = list(pidfile.parent.glob("*.log"))
-            if not any("Running stage 'train@" in p.read_text(errors="replace") for p in logs):
+            if not any("Running stage 'models@" in p.read_text(errors="replace") for p in logs):
                 continue
             try:
                 dvc_pid = int(pidfile.read_text().split()[1])
@@ -136,7 +137,7 @@ def test_every_cell_runs_once_despite_a_killed_worker(fanout):
 def test_collected_metrics_equal_the_sequential_run(fanout, built_project):
     for cell, model in CELLS.items():
         collected = json.loads((fanout.project / f"reports/claims/runs/{cell}/metrics/{model}.json").read_text())
-        sequential = json.loads((built_project.root / f"metrics/{model}.json").read_text())
+        sequential = json.loads(metrics_file(built_project.root / "metrics", model).read_text())
         assert collected["bits"].keys() == sequential["bits"].keys()
         for bits, values in sequential["bits"].items():
             for metric in ("map", "p_at_100", "p_at_r2"):

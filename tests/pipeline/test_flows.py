@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-DPN = ["train@dpn-baseline-8", "evaluate@dpn-baseline-8", "train@dpn-nhl-full", "evaluate@dpn-nhl-full"]
+DPN = ["models@dpn"]  # one stage trains and evaluates all of a loss's models
 MODELS = ["csq-baseline-8", "csq-nhl-full", "dpn-baseline-8", "dpn-nhl-full"]
 
 
@@ -87,7 +87,7 @@ def test_flow_reproduces_only_changed_stages_through_dvc(prefect, flows, project
     assert summary["validation"]["success"] is True and summary["validation"]["failed"] == []
     assert summary["validation"]["sizes"] == {"train": 500, "val": 100, "query": 100, "database": 1097}
     assert summary["models"] == MODELS
-    assert summary["metrics"] == [f"metrics/{m}.json" for m in MODELS]
+    assert summary["metrics"] == [f"metrics/{m.split('-')[0]}/{m}.json" for m in MODELS]
     assert summary["report"] == ("reports/comparison.md" if has_report else None)
     # The flow shared DVC's lock file: a manual `dvc status` sees nothing left to do (scan always runs).
     assert json.loads(project.dvc("status", "--json").stdout) == {"scan": ["always changed"]}
@@ -95,8 +95,8 @@ def test_flow_reproduces_only_changed_stages_through_dvc(prefect, flows, project
     promoted = {d["model_id"]: (d["registered"], d["promoted"], d["alias"]) for d in summary["promotion"]}
     assert promoted == {"csq-nhl-full": (True, True, "champion"), "dpn-nhl-full": (True, True, "champion")}
     assert (project.root / "reports" / "promotion.md").is_file()
-    runs = _task_runs(state.state_details.flow_run_id, expected=8)
-    expected = {"data", "validate", "report", "promote", *(f"train-evaluate[{m}]" for m in MODELS)}
+    runs = _task_runs(state.state_details.flow_run_id, expected=6)
+    expected = {"data", "validate", "report", "promote", *(f"train-evaluate[{loss}]" for loss in ("csq", "dpn"))}
     assert {name.rsplit("-", 1)[0] if not name.startswith("train-") else name for name in runs} == expected
     assert all(run.state.is_completed() for run in runs.values())
     # The retrained models' MLflow runs carry the flow run's id as their pipeline-run tag.
@@ -118,7 +118,7 @@ def test_failed_validation_stops_the_flow_before_training(prefect, flows, projec
     lines = (root / "data/splits/manifest.csv").read_text().splitlines()
     (root / "data/splits/manifest.csv").write_text("\n".join(lines[:-1]) + "\n")  # lose one database row
     project.dvc("commit", "--force", "split")  # as if the split stage had produced it
-    models_before = {p.name: p.stat().st_mtime_ns for p in (root / "models").glob("*.pt")}
+    models_before = {p.name: p.stat().st_mtime_ns for p in (root / "models").glob("*/*.pt")}
 
     state = flows.retrain(project=str(root), return_state=True)
 
@@ -137,7 +137,7 @@ def test_failed_validation_stops_the_flow_before_training(prefect, flows, projec
     assert sorted(name.rsplit("-", 1)[0] for name in runs) == ["data", "validate"]  # no train, no report
     validate = next(run for name, run in runs.items() if name.startswith("validate"))
     assert validate.state.is_failed() and validate.run_count == 1  # a data failure is not retried
-    assert {p.name: p.stat().st_mtime_ns for p in (root / "models").glob("*.pt")} == models_before
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "models").glob("*/*.pt")} == models_before
 
 
 def test_validate_task_logic_without_prefect(flows, project):

@@ -56,7 +56,7 @@ NOT_RUN = {
     "nhl serve --model models:/nhl-mnist5k-csq@champion": (
         "starts a server and blocks; tests/service/ start it and check the page and the API"
     ),
-    "nhl serve --model models/csq-nhl-full.pt --port 8001 --poll 0": "starts a server and blocks (as above)",
+    "nhl serve --model models/csq/csq-nhl-full.pt --port 8001 --poll 0": "starts a server and blocks (as above)",
     "curl -s http://127.0.0.1:8000/health": (
         "asks a running `nhl serve`; tests/service/test_api.py makes the same requests"
     ),
@@ -81,7 +81,7 @@ NOT_RUN = {
 }
 # Run before the others: they reproduce or read the pipeline (and `nhl schedule --once` registers the
 # champion the registry commands use), while the others rewrite DVC-tracked outputs outside DVC
-# (`nhl train` rewrites models/csq-nhl-full.pt), which a later `dvc repro` would retrain.
+# (`nhl train` rewrites models/csq/csq-nhl-full.pt), which a later `dvc repro` would retrain.
 FIRST = ("nhl run", "nhl schedule --once", "dvc metrics show", "dvc params diff", "dvc plots show --json")
 # The README's names for things the tiny project (digits, not mnist5k) names otherwise.
 MAPPED = {"models:/nhl-mnist5k-csq@champion": "models:/nhl-digits-csq@champion", "nhl-mnist5k-csq": "nhl-digits-csq"}
@@ -110,7 +110,7 @@ PRINTS = {
     "torchrun": r"train: csq-nhl-full: best epoch",
     "nhl run": r"Stage 'report' didn't change, skipping",  # only the always-run scan stage runs
     "nhl schedule": r"retrain: ran nothing \(up to date\)",
-    "dvc metrics": r"metrics/csq-nhl-full.json",
+    "dvc metrics": r"metrics/csq/csq-nhl-full.json",
     # the collected runs are the first edition's until the second edition's plan runs: its report
     # leaves them out (other overrides) and counts the second edition's 2,232 planned models
     ".venv/bin/python pipelines/claims.py": r"claims: \d+ of 2232 models",
@@ -268,7 +268,7 @@ LAUNCH = {
 def test_the_readme_has_shell_commands_and_the_lists_name_only_readme_commands():
     assert (
         len(COMMANDS) >= 25
-        and "nhl encode --model models/csq-nhl-full.pt --manifest data/splits --out codes.npz" in COMMANDS
+        and "nhl encode --model models/csq/csq-nhl-full.pt --manifest data/splits --out codes.npz" in COMMANDS
     )
     assert not set(NOT_RUN) - set(COMMANDS), "NOT_RUN names commands the README no longer has"
     assert not set(FIRST) - set(COMMANDS), "FIRST names commands the README no longer has"
