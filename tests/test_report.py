@@ -490,6 +490,8 @@ def test_stage_script_reads_params_and_writes_outputs(project, monkeypatch):
         str(root / "metrics"),
         "--plots-dir",
         str(root / "plots"),
+        "--models-dir",
+        str(root / "models"),  # none here: the retrieval grids report them missing (not the cwd's models/)
         "--manifest",
         str(root / "splits"),
         "--out",
