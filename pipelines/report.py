@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path("models"),
         help="trained models, for the retrieval examples (default: %(default)s)",
     )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="cached features (the features stage's output): frozen-backbone models are encoded from them",
+    )
     parser.add_argument("--manifest", type=Path, default=Path("data/splits"), help="split manifest directory (header)")
     parser.add_argument(
         "--benchmark",
@@ -93,6 +99,7 @@ def retrieval_examples(args: argparse.Namespace, section: dict, models: dict):
         queries=options["queries"],
         seed=options["seed"],
         topk=options["topk"],
+        features=args.features,
     )
 
 

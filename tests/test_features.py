@@ -94,3 +94,44 @@ def test_head_on_cached_features_gives_the_full_models_codes(digits_manifest_dir
     assert torch.equal(live.model.encode(torch.stack([images[i][0] for i in range(len(images))])), live_codes)
     for name, value in live.model.backbone.state_dict().items():  # the backbone never moved
         torch.testing.assert_close(value, cached.model.backbone.state_dict()[name], rtol=0, atol=0)
+
+
+def test_retrieval_grids_encode_a_frozen_model_from_the_cache(digits_manifest_dir, tmp_path, monkeypatch):
+    """The report's grids give the same hits from cached features as from images, and with the
+    cache they never run the backbone (the cost that made an own-images report take minutes)."""
+    from dataclasses import asdict
+
+    from nhl.models.hasher import Hasher, save_hasher
+    from nhl.report.retrieval import collect_examples
+
+    _build(digits_manifest_dir, tmp_path / "f", None)
+    sets = {s: load_features(tmp_path / "f", digits_manifest_dir, s, EXPECT) for s in ("train", "val")}
+    config = TrainConfig(
+        loss="csq",
+        lengths=(8, 16),
+        epochs=1,
+        batch_size=64,
+        seed=0,
+        freeze_backbone=True,
+        backbone="smallcnn",
+        backbone_params={"width": 8},
+        centers="prefix",
+    )
+    result = train_model(config, sets["train"], sets["val"], sets["train"], tmp_path / "w", progress=False)
+    (tmp_path / "models" / "csq").mkdir(parents=True)
+    save_hasher(result.model, tmp_path / "models" / "csq" / "csq-nhl-full.pt", extra={"config": asdict(config)})
+
+    def grids(**kwargs):
+        return collect_examples(
+            tmp_path / "models", digits_manifest_dir, ["csq"], ["nhl-full"], queries=2, topk=5, **kwargs
+        ).data["losses"]["csq"]["rows"]
+
+    from_images = grids()
+    calls = []
+    backbone_forward = Hasher.features
+    monkeypatch.setattr(
+        Hasher, "features", lambda self, x: calls.append(x.dim()) or backbone_forward(self, x)
+    )  # records whether images (4-d) or cached features (2-d) reach the model
+    from_cache = grids(features=tmp_path / "f")
+    assert from_cache == from_images
+    assert calls and set(calls) == {2}

@@ -75,28 +75,55 @@ def collect_examples(
     queries: int = 3,
     seed: int = 0,
     topk: int = 10,
+    features: str | os.PathLike | None = None,
 ) -> Examples:
     """Top-`topk` hits of `queries` seeded query items for each loss's nested model and baselines.
 
     A model file that does not exist is reported as missing (its rows are left out); the nested
     model's lengths decide the rows. Reads `models_dir/<loss>/<loss>-<variant>.pt` and the manifest.
+    A model trained on a frozen backbone is encoded from the cached `features` (the features
+    stage's directory) when given, as `evaluate` does: the same codes, without the backbone's cost.
     """
     from nhl.data.dataset import load_split
     from nhl.index import HashIndex
     from nhl.layout import model_file
-    from nhl.serving import resolve_model as load_model
+    from nhl.models.hasher import load_hasher
 
     if nested not in variants:
         raise ValueError(f"report.examples.variant: {nested!r} is not one of models.variants {list(variants)}")
     if topk < 1:
         raise ValueError(f"report.examples.topk: expected a positive count, got {topk}")
     models_dir = Path(models_dir)
-    datasets: dict[tuple[str, int], Any] = {}
+    datasets: dict[tuple[Any, ...], Any] = {}  # (split, channels) -> images; (split, "features", spec...) -> cache
 
     def split(name: str, channels: int):
         if (name, channels) not in datasets:
             datasets[name, channels] = load_split(manifest, name, channels=channels)
         return datasets[name, channels]
+
+    def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
+        model, extra = load_hasher(path)
+        return model.eval(), {
+            "lengths": model.lengths,
+            "frozen": bool((extra.get("config") or {}).get("freeze_backbone")),
+        }
+
+    def encoded_from(name: str, model: Any, frozen: bool) -> Any:
+        """What the model encodes: the cached features of a frozen backbone, else the images."""
+        if features is None or not frozen:
+            return split(name, model.spec.in_channels)
+        from nhl.features import load_features
+
+        spec = model.spec
+        key = (name, "features", spec.backbone, repr(sorted(spec.backbone_kwargs.items())), spec.input_size)
+        if key not in datasets:
+            expect = {
+                "backbone": spec.backbone,
+                "backbone_params": dict(spec.backbone_kwargs),
+                "input_size": spec.input_size,
+            }
+            datasets[key] = load_features(features, manifest, name, expect)
+        return datasets[key]
 
     data: dict[str, Any] = {"topk": topk, "seed": seed, "nested": nested, "losses": {}}
     thumbs: dict[int, np.ndarray] = {}
@@ -121,7 +148,7 @@ def collect_examples(
                 for i in chosen
             ],
         }
-        loaded = {path.stem: nested_model}
+        loaded = {path.stem: (nested_model, info["frozen"])}
         db_codes: dict[str, np.ndarray] = {}
         for model_id, bits in _model_rows(loss, nested, variants, lengths):
             if model_id not in loaded:
@@ -129,16 +156,17 @@ def collect_examples(
                 if not file.is_file():
                     entry["missing"].append(model_id)
                     continue
-                loaded[model_id] = load_model(file)[0]
-            model = loaded[model_id]
+                loaded_model, loaded_info = load_model(file)
+                loaded[model_id] = (loaded_model, loaded_info["frozen"])
+            model, frozen = loaded[model_id]
             query_set, db_set = split("query", model.spec.in_channels), split("database", model.spec.in_channels)
             q_rows = [_row_of(query_set, i) for i in chosen]
             if model_id not in db_codes:  # the database once per model
-                db_codes[model_id] = _encode(model, db_set)
+                db_codes[model_id] = _encode(model, encoded_from("database", model, frozen))
             if bits > db_codes[model_id].shape[1]:
                 entry["missing"].append(f"{model_id} at {bits} bits")
                 continue
-            q_codes = _encode(model, query_set, q_rows)
+            q_codes = _encode(model, encoded_from("query", model, frozen), q_rows)
             index = HashIndex(bits, "flat").add(db_codes[model_id][:, :bits])
             distances, found = index.search(np.ascontiguousarray(q_codes[:, :bits]), min(topk, len(db_set)))
             q_labels, db_labels = query_set.labels.numpy()[q_rows], db_set.labels.numpy()
