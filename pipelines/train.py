@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             args.manifest,
             placed(args.out, mid, ".pt"),
             mid,
+            workdir=args.out / "checkpoints" / mid,
             resume=args.resume,
             track=not args.no_track,
             progress=sys.stderr.isatty(),

@@ -94,7 +94,7 @@ def test_nhl_train_command(digits_manifest_dir, tmp_path, capsys):
             "1",
         ]
     )
-    assert code == 0 and (tmp_path / "m" / "csq-baseline-8.pt").is_file()
+    assert code == 0 and (tmp_path / "m" / "csq" / "csq-baseline-8.pt").is_file()
     assert "csq-baseline-8: best epoch 1/1" in capsys.readouterr().out
     assert (
         main(

@@ -65,7 +65,14 @@ def run(args: argparse.Namespace) -> int:
     mid = model_id(args.loss, args.variant)
     path = placed(args.out, mid, ".pt")
     result = train_from_manifest(
-        config, args.manifest, path, mid, resume=args.resume, track=not args.no_track, progress=sys.stderr.isatty()
+        config,
+        args.manifest,
+        path,
+        mid,
+        workdir=args.out / "checkpoints" / mid,  # beside the loss folders, as the pipeline keeps them
+        resume=args.resume,
+        track=not args.no_track,
+        progress=sys.stderr.isatty(),
     )
     print(
         f"{mid}: best epoch {result.best_epoch}/{result.epochs_run}, val mAP (mean over lengths) "

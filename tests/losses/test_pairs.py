@@ -116,9 +116,10 @@ def test_shrewd_default_takes_tanh_of_the_normalised_code_by_hand():
     loss = build_loss("shrewd", bits=4, num_classes=2, num_train=2, kl_weight=0.0)
     u = torch.tensor([[0.2, 0.2, 0.2, 0.2], [-4.0, -4.0, -4.0, 4.0]], dtype=torch.float64)
     # normalised: (1,1,1,1) and (-1,-1,-1,1); z = tanh of those; d_z = |z_0 - z_1|_1 / 8 = 6 tanh(1) / 8;
-    # different classes of the flat hierarchy: target 0.5; one level, so the loss is |d_z - 0.5|
+    # different classes of the flat hierarchy: target tanh(1) / 2 on normalised codes (where codes that
+    # differ in half their bits can sit); one level, so the loss is |d_z - tanh(1) / 2|
     labels = torch.eye(2, dtype=torch.float64)
-    expected = abs(6 * math.tanh(1.0) / 8 - 0.5)
+    expected = abs(6 * math.tanh(1.0) / 8 - math.tanh(1.0) / 2)
     assert loss(u, labels, torch.arange(2)).item() == pytest.approx(expected, rel=1e-4)  # eps of the rms
     raw = build_loss("shrewd", bits=4, num_classes=2, num_train=2, kl_weight=0.0, normalise=False)
     raw_dz = (3 * (math.tanh(0.2) + math.tanh(4.0)) + abs(math.tanh(0.2) - math.tanh(4.0))) / 8

@@ -75,8 +75,8 @@ def ws(tmp_path, digits_manifest_dir):
     import shutil
 
     shutil.copytree(digits_manifest_dir, tmp_path / "splits")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "csq-nhl-full.pt").write_bytes(b"an earlier model output")
+    (tmp_path / "models" / "csq").mkdir(parents=True)
+    (tmp_path / "models" / "csq" / "csq-nhl-full.pt").write_bytes(b"an earlier model output")
     return tmp_path
 
 
@@ -494,6 +494,6 @@ def test_unreachable_mlflow_store_is_skipped_and_training_completes(ws, stages, 
     warnings = [r.getMessage() for r in caplog.records if r.name == "nhl.tracking"]
     print(f"\n    -> {warnings}")
     assert len(warnings) == 1 and "tracking skipped" in warnings[0] and "127.0.0.1:9" in warnings[0]
-    saved = torch.load(ws / "models" / "csq-nhl-full.pt", weights_only=True)
+    saved = torch.load(ws / "models" / "csq" / "csq-nhl-full.pt", weights_only=True)
     assert saved["extra"]["mlflow_run_id"] is None and "csq-nhl-full" in out
     assert not (ws / "models" / "checkpoints" / "csq-nhl-full").exists()

@@ -110,13 +110,13 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_at in (1, 2), killed_at  # killed after epoch 1's checkpoint, before the end
-    assert not (tmp_path / "killed" / f"{MODEL_ID}.pt").exists()  # no model file from the killed run
+    assert not (tmp_path / "killed" / "csq" / f"{MODEL_ID}.pt").exists()  # no model file from the killed run
 
     assert stages["train"].main(argv("killed") + ["--resume"]) == 0
     assert not checkpoint.parent.exists()  # a finished run leaves no checkpoint behind
 
-    resumed = torch.load(tmp_path / "killed" / f"{MODEL_ID}.pt", weights_only=True)
-    straight = torch.load(tmp_path / "straight" / f"{MODEL_ID}.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "csq" / f"{MODEL_ID}.pt", weights_only=True)
+    straight = torch.load(tmp_path / "straight" / "csq" / f"{MODEL_ID}.pt", weights_only=True)
     assert resumed["state_dict"].keys() == straight["state_dict"].keys()
     for name, tensor in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
@@ -135,7 +135,7 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
                     "--params",
                     str(params),
                     "--model",
-                    str(tmp_path / out / f"{MODEL_ID}.pt"),
+                    str(tmp_path / out / "csq" / f"{MODEL_ID}.pt"),
                     "--manifest",
                     str(digits_manifest_dir),
                     "--metrics-dir",
@@ -147,6 +147,6 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
             )
             == 0
         )
-        metrics[out] = json.loads((tmp_path / out / "metrics" / f"{MODEL_ID}.json").read_text())["bits"]
+        metrics[out] = json.loads((tmp_path / out / "metrics" / "csq" / f"{MODEL_ID}.json").read_text())["bits"]
     assert metrics["killed"] == metrics["straight"]
     print(f"\n    killed after epoch {killed_at}; resumed mAP {metrics['killed']}")

@@ -84,7 +84,7 @@ from nhl.models.hasher import load_hasher
 argv = ["--params", params, "--loss", "csq", "--variant", "nhl-full", "--manifest", manifest,
         "--out", out, "--no-track"]
 assert train.main(argv) == 0
-model, _ = load_hasher(out + "/csq-nhl-full.pt")
+model, _ = load_hasher(out + "/csq/csq-nhl-full.pt")
 codes, _ = encode_split(model, load_split(manifest, "database"))
 np.save(out + "/codes.npy", codes.numpy())
 """
@@ -147,13 +147,13 @@ def test_same_seed_gives_bit_identical_codes_in_two_processes_and_another_seed_a
     codes_a, codes_b = np.load(tmp_path / "a/codes.npy"), np.load(tmp_path / "b/codes.npy")
     assert codes_a.dtype == np.int8 and codes_a.shape == (1097, 16)
     assert codes_a.tobytes() == codes_b.tobytes()  # bit-identical codes
-    model_a, extra_a = load_hasher(tmp_path / "a" / f"{MODEL_ID}.pt")
-    model_b, extra_b = load_hasher(tmp_path / "b" / f"{MODEL_ID}.pt")
+    model_a, extra_a = load_hasher(tmp_path / "a" / "csq" / f"{MODEL_ID}.pt")
+    model_b, extra_b = load_hasher(tmp_path / "b" / "csq" / f"{MODEL_ID}.pt")
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert extra_a["history"][0]["train_loss"] == extra_b["history"][0]["train_loss"]
 
-    other, _ = load_hasher(tmp_path / "seed1" / f"{MODEL_ID}.pt")
+    other, _ = load_hasher(tmp_path / "seed1" / "csq" / f"{MODEL_ID}.pt")
     assert not torch.equal(other.head.linear.weight, model_a.head.linear.weight)
     codes_other, _ = encode_split(other, load_split(digits_manifest_dir, "database"))
     differing = float((codes_other.numpy() != codes_a).mean())

@@ -52,7 +52,7 @@ def _train(
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    return load_hasher(tmp_path / out / f"{loss}-{variant}.pt")
+    return load_hasher(tmp_path / out / loss / f"{loss}-{variant}.pt")
 
 
 @pytest.mark.slow

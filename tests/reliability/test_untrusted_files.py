@@ -180,7 +180,7 @@ def test_train_resume_refuses_a_crafted_checkpoint(project, tmp_path, marker, ca
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
         assert "last.pt" in lines[0] and ("refused" in lines[0] or "cannot be read" in lines[0]), lines[0]
         assert not marker.exists(), f"--resume ran the payload of {kind}"
-        assert not (tmp_path / "models" / "csq-nhl-full.pt").exists()
+        assert not (tmp_path / "models" / "csq" / "csq-nhl-full.pt").exists()
 
 
 def tiny_model() -> Hasher:
