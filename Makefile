@@ -44,9 +44,12 @@ claims: $(STAMP)
 	$(BIN)/python pipelines/claims.py --params params/claims.yaml $(CLAIMS_ARGS)
 
 ## test: set up with the dev extra, then run the test suite with line and branch coverage of nhl/ and
-## pipelines/ (stages run in subprocesses included); fails under the floor (fail_under in pyproject.toml)
+## pipelines/ (stages run in subprocesses included); fails under the floor (fail_under in pyproject.toml).
+## TEST_WORKERS pytest-xdist processes (one torch thread each, tests/conftest.py); each test file runs
+## whole on one worker, so a module's fixtures are built once
+TEST_WORKERS ?= 2
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q --cov --cov-report=term
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term
 
 ## lint: ruff's checks, ruff's format check and mypy (rules in pyproject.toml); changes nothing
 lint: $(DEV_STAMP)

@@ -11,6 +11,13 @@ table to reports/benchmarks.md.
     python bench/loss_zoo.py --losses dhn    # only some losses (a table of those rows)
     python bench/loss_zoo.py --compose       # no training: one table of every loss from the newest rows
     python bench/loss_zoo.py --released      # the shared train settings and every loss's defaults
+    python bench/loss_zoo.py --losses shrewd --seeds 0 1 2   # the spread over seeds (its own table)
+
+Every model trains in a fresh process (one torch thread): within one process, a model's float
+results depend on what that process computed before (oneDNN kernels; measured: the same CSQ model
+trained twice in one process, with a val evaluation in between, differs in the 5th digit of its
+epoch-1 loss, and SHREWD's baseline-64 moved from 0.883 to 0.783 query mAP), so a table must not
+depend on how the models were spread over the jobs.
 
 `--compose` takes each loss's row from the newest committed-settings table in reports/benchmarks.md
 and appends one table of them all, with the date each row was measured; a row whose hyper-parameters,
@@ -35,8 +42,11 @@ TARGET = 0.85
 TITLE = "Loss zoo on mnist5k at committed settings"
 
 
-def train_and_score(manifest: str, section: dict, loss: str, variant: str, settings: dict) -> dict:
-    """Train one model (one torch thread) and return its query mAP@ALL at BITS and its cost."""
+def train_and_score(
+    manifest: str, section: dict, loss: str, variant: str, settings: dict, seed: int | None = None
+) -> dict:
+    """Train one model (one torch thread) and return its query mAP@ALL at BITS and its cost;
+    `seed` replaces train.seed."""
     import tempfile
 
     import torch
@@ -49,6 +59,7 @@ def train_and_score(manifest: str, section: dict, loss: str, variant: str, setti
     from nhl.training import train_model
 
     torch.set_num_threads(1)
+    section = section if seed is None else {**section, "seed": seed}
     config = build_train_config(section, loss, variant, settings)
     train_set, val_set = load_split(manifest, "train"), load_split(manifest, "val")
     start = time.perf_counter()
@@ -81,11 +92,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default: %(default)s)")
     parser.add_argument(
+        "--seeds", nargs="+", type=int, help="train every model at each of these seeds: a table of the spread"
+    )
+    parser.add_argument(
         "--compose",
         action="store_true",
         help="train nothing: one table of every loss from the newest committed-settings rows in --report",
     )
-    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "benchmarks.md", help="for --compose")
+    parser.add_argument(
+        "--report", type=Path, default=ROOT / "reports" / "benchmarks.md", help="for --compose and --seeds"
+    )
     return parser.parse_args(argv)
 
 
@@ -172,6 +188,61 @@ def compose(args: argparse.Namespace, params: dict, losses: list[str]) -> int:
     return 0
 
 
+def seed_table(args: argparse.Namespace, section: dict, losses: list[str], settings: dict, results: dict) -> int:
+    """Append one table of baseline and nested mAP@BITS over `args.seeds`: mean, sample sd, paired gaps."""
+    import statistics
+
+    from _report import append_table, markdown_table
+
+    def spread(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+    rows = []
+    for loss in losses:
+        base = [results[(loss, f"baseline-{BITS}", seed)]["map"] for seed in args.seeds]
+        nested = [results[(loss, args.variant, seed)]["map"] for seed in args.seeds]
+        gaps = [n - b for b, n in zip(base, nested, strict=True)]
+        rows.append(
+            [
+                loss,
+                hparams_text(settings[loss]),
+                " / ".join(f"{b:.3f}" for b in base),
+                spread(base),
+                " / ".join(f"{n:.3f}" for n in nested),
+                spread(nested),
+                spread(gaps),
+                " / ".join(f"{results[(loss, f'baseline-{BITS}', seed)]['epochs']}" for seed in args.seeds),
+            ]
+        )
+    seeds = ", ".join(str(seed) for seed in args.seeds)
+    headers = [
+        "loss",
+        "hyper-parameters",
+        f"baseline-{BITS} per seed",
+        "baseline mean ± sd",
+        f"{args.variant} @{BITS} per seed",
+        "nested mean ± sd",
+        "nested - baseline (paired) mean ± sd",
+        "baseline epochs run",
+    ]
+    notes = (
+        f"Query-set mAP@ALL at {BITS} bits of the checkpoint selected on val, for train.seed in {{{seeds}}} "
+        f"(the seed fixes initialisation and batch order); mnist5k split, {section['backbone']} "
+        f"{section.get('backbone_params')} from scratch, each loss at its committed settings, every model in "
+        "a fresh process. sd is the sample standard deviation over seeds."
+    )
+    print(markdown_table(headers, rows))
+    append_table(
+        f"Loss zoo seed spread on mnist5k: baseline-{BITS} vs {args.variant}, seeds {seeds} (bench/loss_zoo.py)",
+        headers,
+        rows,
+        notes=notes,
+        path=args.report,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.manifest / "manifest.csv").is_file():
@@ -191,16 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.compose:
         return compose(args, params, losses)
     settings = {loss: {} if args.released else dict((params.get("losses") or {}).get(loss) or {}) for loss in losses}
-    jobs = [(loss, variant) for loss in losses for variant in (f"baseline-{BITS}", args.variant)]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    seeds = args.seeds or [None]
+    jobs = [
+        (loss, variant, seed) for loss in losses for variant in (f"baseline-{BITS}", args.variant) for seed in seeds
+    ]
+    with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:  # a fresh process per model
         futures = {
-            job: pool.submit(train_and_score, str(args.manifest), section, job[0], job[1], settings[job[0]])
+            job: pool.submit(train_and_score, str(args.manifest), section, job[0], job[1], settings[job[0]], job[2])
             for job in jobs
         }
         results = {}
         for job, future in futures.items():
             results[job] = future.result()
             print(job, {k: round(v, 4) if isinstance(v, float) else v for k, v in results[job].items()}, flush=True)
+    if args.seeds:
+        return seed_table(args, section, losses, settings, results)
+    results = {(loss, variant): value for (loss, variant, _), value in results.items()}
 
     rows = []
     for loss in losses:

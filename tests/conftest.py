@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 import pytest
 
+# `make test` runs the suite in 2 pytest-xdist workers on 2 cores: each worker (and every stage
+# process it starts, which inherits the variable) keeps torch to one thread, since two torch jobs
+# that each spin 2 OpenMP threads on 2 cores slow each other 4-10x (../shared/notes/stack.md).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -114,3 +120,11 @@ def unmeasured(monkeypatch) -> None:
     """Processes the test starts run without coverage: for servers that run none of nhl/ or pipelines/
     (Prefect's, MLflow's), whose start-up the tracer only slows down and whose files coverage omits."""
     monkeypatch.delenv(COVERAGE_SUBPROCESS_ENV, raising=False)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files holding a slow test run first (stable order otherwise): `make test` hands whole files to
+    its 2 pytest-xdist workers in this order, so the minutes-long files start at once and the short
+    ones fill the gaps, instead of one worker finishing a long file alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

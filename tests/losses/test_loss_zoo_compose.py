@@ -78,3 +78,31 @@ def test_compose_refuses_a_row_not_at_the_committed_settings(zoo, tmp_path, caps
     assert "8 epochs run (best 5), committed 10 with patience 2" in capsys.readouterr().err
     code, _ = run(zoo, tmp_path, NEW)  # b measured nowhere
     assert code == 2 and "has no row for b" in capsys.readouterr().err
+
+
+def test_seed_table_gives_mean_sd_and_paired_gaps_per_loss(zoo, tmp_path):
+    """--seeds: per loss, the per-seed values, their mean and sample sd, and the paired nested - baseline gap."""
+    report = tmp_path / "benchmarks.md"
+    args = zoo.parse_args(["--seeds", "0", "1", "2", "--report", str(report)])
+    base, nested = [0.90, 0.80, 0.85], [0.88, 0.81, 0.80]
+    results = {}
+    for seed, (b, n) in enumerate(zip(base, nested, strict=True)):
+        results[("a", "baseline-64", seed)] = {"map": b, "epochs": 10 + seed}
+        results[("a", "nhl-noA-noD", seed)] = {"map": n, "epochs": 12}
+    section = {"backbone": "smallcnn", "backbone_params": {"width": 32}}
+    assert zoo.seed_table(args, section, ["a"], {"a": {"m": 2}}, results) == 0
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| a |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # by hand: base mean 0.85, sd 0.05; nested mean 0.83, sd sqrt(((.05)^2 + (.02)^2 + (.03)^2) / 2) = 0.0436;
+    # gaps -0.02, +0.01, -0.05: mean -0.02, sd sqrt((0 + .03^2 + .03^2) / 2) = 0.03
+    assert cells == [
+        "a",
+        "m=2",
+        "0.900 / 0.800 / 0.850",
+        "0.850 ± 0.050",
+        "0.880 / 0.810 / 0.800",
+        "0.830 ± 0.044",
+        "-0.020 ± 0.030",
+        "10 / 11 / 12",
+    ]
+    assert "seeds 0, 1, 2" in report.read_text()

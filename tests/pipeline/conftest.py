@@ -8,6 +8,8 @@ full build is shared by the whole session.
 from __future__ import annotations
 
 import atexit
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +24,8 @@ import yaml
 
 # Prefect keeps profiles and local state in PREFECT_HOME (~/.prefect by default): keep tests out of it.
 # Prefect reads its settings when imported, so this must run before any test module imports it.
-if "PREFECT_HOME" not in os.environ:
+# Each pytest-xdist worker gets its own: two ephemeral Prefect servers on one sqlite file lock each other.
+if "PREFECT_HOME" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
     _home = tempfile.mkdtemp(prefix="nhl-test-prefect-")
     atexit.register(shutil.rmtree, _home, True)
     os.environ["PREFECT_HOME"] = _home
@@ -126,13 +129,33 @@ class Build:
     seconds: float
 
 
-@pytest.fixture(scope="session")
-def built(tiny_project, tmp_path_factory) -> Build:
-    """The tiny project after one full `dvc repro` (its output and wall time kept)."""
-    project = tiny_project.copy(tmp_path_factory.mktemp("built") / "project")
+def _build(tiny_project: Project, dest: Path) -> Build:
+    project = tiny_project.copy(dest)
     start = time.monotonic()
     done = project.dvc("repro")
     return Build(project, done.stdout + done.stderr, time.monotonic() - start)
+
+
+@pytest.fixture(scope="session")
+def built(tiny_project, tmp_path_factory) -> Build:
+    """The tiny project after one full `dvc repro` (its output and wall time kept).
+
+    Under pytest-xdist the workers share one build (the repro is minutes on 2 cores): the first
+    worker to need it builds it in the run's common temporary folder while holding a lock, the
+    others wait on the lock and then read it. Tests never change it (they work on copies)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _build(tiny_project, tmp_path_factory.mktemp("built") / "project")
+    shared = tmp_path_factory.getbasetemp().parent / "built-shared"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = shared / "build.json"
+        if not record.exists():
+            build = _build(tiny_project, shared / "project")
+            record.write_text(json.dumps({"output": build.output, "seconds": build.seconds}))
+            return build
+    saved = json.loads(record.read_text())
+    return Build(Project(shared / "project"), saved["output"], saved["seconds"])
 
 
 @pytest.fixture(scope="session")

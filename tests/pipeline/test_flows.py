@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # DVC repros of the tiny project (tens of seconds each)
+
 ROOT = Path(__file__).resolve().parents[2]
 DPN = ["models@dpn"]  # one stage trains and evaluates all of a loss's models
 MODELS = ["csq-baseline-8", "csq-nhl-full", "dpn-baseline-8", "dpn-nhl-full"]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # DVC repros of the tiny project (tens of seconds each)
+
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 CLASSES, PER_CLASS = ("ant", "bee", "cow"), 12
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # DVC repros of the tiny project (tens of seconds each)
+
 MODELS = ("csq-baseline-8", "csq-nhl-full", "dpn-baseline-8", "dpn-nhl-full")  # conftest's tiny project
 BITS = {"csq-baseline-8": ["8"], "csq-nhl-full": ["8", "16"], "dpn-baseline-8": ["8"], "dpn-nhl-full": ["8", "16"]}
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)

@@ -18,6 +18,7 @@ from .conftest import LiveServer
 
 
 def test_the_page_searches_and_switches_lengths(browser, served_model, digits_manifest_dir, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -26,7 +27,8 @@ def test_the_page_searches_and_switches_lengths(browser, served_model, digits_ma
 
     engine = Engine(Source(spec=str(served_model), manifest=digits_manifest_dir, cache_dir=tmp_path / "cache"))
     server = LiveServer(create_app(engine))
-    wait = WebDriverWait(browser, 30)
+    # a search re-renders the results: an element read in between is stale, so the waits retry
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     try:
         browser.get(server.url + "/")
         wait.until(lambda d: len(Select(d.find_element(By.ID, "item")).options) > 0)
@@ -40,27 +42,22 @@ def test_the_page_searches_and_switches_lengths(browser, served_model, digits_ma
         def shown(bits: int) -> list[tuple[int, int]]:
             api = requests.get(f"{server.url}/search", params={"item": item, "bits": bits, "k": 12}).json()
             expected = [(r["id"], r["distance"]) for r in api["results"]]
-            wait.until(
-                lambda d: (
-                    [
-                        (int(h.get_attribute("data-id")), int(h.get_attribute("data-distance")))
-                        for h in d.find_elements(By.CSS_SELECTOR, "#results .hit")
-                    ]
-                    == expected
-                )
-            )
-            hits = browser.find_elements(By.CSS_SELECTOR, "#results .hit")
-            assert len(hits) == 12
-            wait.until(
-                lambda d: all(
+
+            def ready(d) -> list[list[str]] | bool:
+                """The hits' classes once the hits are the API's answer and every thumbnail has loaded."""
+                hits = d.find_elements(By.CSS_SELECTOR, "#results .hit")
+                got = [(int(h.get_attribute("data-id")), int(h.get_attribute("data-distance"))) for h in hits]
+                loaded = got == expected and all(
                     d.execute_script(
                         "return arguments[0].complete && arguments[0].naturalWidth > 0",
                         h.find_element(By.TAG_NAME, "img"),
                     )
                     for h in hits
                 )
-            )
-            classes = [h.get_attribute("class").split() for h in hits]
+                return [h.get_attribute("class").split() for h in hits] if loaded else False
+
+            classes = wait.until(ready)
+            assert len(classes) == 12
             assert [("relevant" in c) for c in classes] == [r["relevant"] for r in api["results"]]
             return expected
 
