@@ -47,8 +47,9 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def tree_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike = ".") -> str:
-    """SHA-256 over the files under `paths` (files or folders), by their path relative to `root` and
-    their bytes; `__pycache__` and `.pyc` files are left out. A missing path counts as absent."""
+    """SHA-256 over the files under `paths` (files or folders, relative to `root` or absolute), by
+    their path as given (a folder's files: the folder's path joined with theirs inside it) and their
+    bytes; `__pycache__` and `.pyc` files are left out. A missing path counts as absent."""
     root = Path(root)
     digest = hashlib.sha256()
     for start in sorted(str(p) for p in paths):
@@ -57,7 +58,8 @@ def tree_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike = ".
         for path in files:
             if "__pycache__" in path.parts or path.suffix == ".pyc":
                 continue
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + file_digest(path).encode() + b"\0")
+            name = Path(start) / path.relative_to(base)  # a file given itself: relative_to gives "."
+            digest.update(str(name).encode() + b"\0" + file_digest(path).encode() + b"\0")
     return digest.hexdigest()
 
 

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         quoted = {name: everything[name] for name in HEADER_SECTIONS if isinstance(everything.get(name), dict)}
         if "losses" in quoted:  # only the losses this report covers
             quoted["losses"] = {k: v for k, v in quoted["losses"].items() if k in models["losses"]}
-        examples = retrieval_examples(args, section, models)
         with phase("compute"):
+            examples = retrieval_examples(args, section, models)  # encodes the grids' queries and database
             report = build_report(
                 args.metrics_dir,
                 args.plots_dir,

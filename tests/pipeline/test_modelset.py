@@ -58,6 +58,18 @@ def test_tree_digest_hashes_relative_paths_and_bytes_and_skips_caches(tmp_path):
     assert tree_digest(["pkg", "one.py", "missing"], root=tmp_path) == first  # a missing path adds nothing
 
 
+def test_tree_digest_takes_a_folder_outside_the_root_by_its_absolute_path(tmp_path):
+    """`loss_models.py --features /elsewhere/features` run from the project: the folder is hashed under
+    its absolute path (it used to fail: not in the subpath of the project)."""
+    outside = tmp_path / "elsewhere" / "features"
+    outside.mkdir(parents=True)
+    (outside / "train.npy").write_bytes(b"abc")
+    (tmp_path / "project").mkdir()
+    expected = hashlib.sha256()
+    expected.update(f"{outside}/train.npy".encode() + b"\0" + hashlib.md5(b"abc").hexdigest().encode() + b"\0")
+    assert tree_digest([outside], root=tmp_path / "project") == expected.hexdigest()
+
+
 def test_layout_writes_per_loss_and_still_reads_a_flat_project(tmp_path):
     assert placed(tmp_path / "models", "csq-nhl-full", ".pt") == tmp_path / "models" / "csq" / "csq-nhl-full.pt"
     assert model_file(tmp_path / "models", "csq-nhl-full") == tmp_path / "models" / "csq" / "csq-nhl-full.pt"
