@@ -197,20 +197,19 @@ def estimate_seconds(cells: list, cost: dict[str, Any]) -> float | None:
     """Models x measured seconds per model of their dataset, + a fixed cost per loss (one stage process
     each: start-up, imports, data) and per cell (None if unknown).
 
-    A regime with its own entry in `regime_seconds_per_model` uses it instead, and pays
-    `regime_seconds_once` (e.g. stage features) once per dataset and seed."""
+    A regime with its own entry in `regime_seconds_per_model` uses it instead, and adds
+    `regime_seconds_per_cell` to every cell of it (stage features: each cell's temporary copy of
+    the workspace computes them again)."""
     by_regime = cost.get("regime_seconds_per_model") or {}
-    once = cost.get("regime_seconds_once") or {}
-    total, paid = 0.0, set()
+    per_cell = cost.get("regime_seconds_per_cell") or {}
+    total = 0.0
     for cell in cells:
         seconds = (by_regime.get(cell.regime) or cost.get("seconds_per_model") or {}).get(cell.dataset)
         if seconds is None:
             return None
         total += len(cell.model_ids) * float(seconds) + float(cost.get("seconds_per_cell") or 0)
         total += len(cell.losses) * float(cost.get("seconds_per_loss") or 0)
-        if (cell.regime, cell.dataset, cell.seed) not in paid:
-            paid.add((cell.regime, cell.dataset, cell.seed))
-            total += float((once.get(cell.regime) or {}).get(cell.dataset) or 0)
+        total += float((per_cell.get(cell.regime) or {}).get(cell.dataset) or 0)
     return total
 
 

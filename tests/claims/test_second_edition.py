@@ -378,13 +378,13 @@ def test_dry_run_lists_the_cells_and_the_cost_per_regime(tmp_path, capsys):
     cost = {
         "seconds_per_model": {"toy": 20},
         "regime_seconds_per_model": {"frozen": {"toy": 5}},
-        "regime_seconds_once": {"frozen": {"toy": 100}},
+        "regime_seconds_per_cell": {"frozen": {"toy": 100}},
     }
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"experiment": PLAN, "cost": cost}, sort_keys=False))
     assert _driver().main(["--params", str(tmp_path / "plan.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     per_seed = 2 * 8 + 3 + 2 * 1 + 2 * 1  # default, prefix (csq), beta_0p5 and beta_2 (csq, dch x nhl-A)
-    scratch, frozen = 3 * per_seed * 20, 3 * per_seed * 5 + 3 * 100
+    scratch, frozen = 3 * per_seed * 20, 3 * per_seed * 5 + 12 * 100  # features in each of the 12 frozen cells
     assert f"claims: 24 cells, {2 * 3 * per_seed} models; estimated cost about {(scratch + frozen) / 3600:.1f} h" in out
     assert f"claims:   toy: 12 cells, {3 * per_seed} models, {scratch / 3600:.1f} h" in out
     assert f"claims:   toy-frozen: 12 cells, {3 * per_seed} models, {frozen / 3600:.1f} h" in out

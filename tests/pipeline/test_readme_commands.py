@@ -66,7 +66,7 @@ NOT_RUN = {
     "curl -s http://127.0.0.1:8000/metrics '|' grep nhl_serve_requests": "asks a running `nhl serve` (as above)",
     "curl -s -X POST http://127.0.0.1:8000/reload": "asks a running `nhl serve` (as above)",
     "python pipelines/claims.py --params params/claims.yaml --executor dask --workers 2": (
-        "trains the 456 models of the claims plan on a LocalCluster (hours); tests/pipeline/test_claims_fanout.py "
+        "trains the 2,232 models of the claims plan on a LocalCluster (hours); tests/pipeline/test_claims_fanout.py "
         "runs a 2-cell plan that way"
     ),
     "dask scheduler --port 8786": "starts a Dask scheduler and blocks (test_claims_fanout.py uses a LocalCluster)",
