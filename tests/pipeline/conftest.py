@@ -151,6 +151,7 @@ def built(tiny_project, tmp_path_factory) -> Build:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = shared / "build.json"
         if not record.exists():
+            shutil.rmtree(shared / "project", ignore_errors=True)  # what a failed build of another worker left
             build = _build(tiny_project, shared / "project")
             record.write_text(json.dumps({"output": build.output, "seconds": build.seconds}))
             return build
