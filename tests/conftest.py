@@ -120,11 +120,3 @@ def unmeasured(monkeypatch) -> None:
     """Processes the test starts run without coverage: for servers that run none of nhl/ or pipelines/
     (Prefect's, MLflow's), whose start-up the tracer only slows down and whose files coverage omits."""
     monkeypatch.delenv(COVERAGE_SUBPROCESS_ENV, raising=False)
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files holding a slow test run first (stable order otherwise): `make test` hands whole files to
-    its 2 pytest-xdist workers in this order, so the minutes-long files start at once and the short
-    ones fill the gaps, instead of one worker finishing a long file alone at the end."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
