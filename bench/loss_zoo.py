@@ -13,11 +13,11 @@ table to reports/benchmarks.md.
     python bench/loss_zoo.py --released      # the shared train settings and every loss's defaults
     python bench/loss_zoo.py --losses shrewd --seeds 0 1 2   # the spread over seeds (its own table)
 
-Every model trains in a fresh process (one torch thread): within one process, a model's float
-results depend on what that process computed before (oneDNN kernels; measured: the same CSQ model
-trained twice in one process, with a val evaluation in between, differs in the 5th digit of its
-epoch-1 loss, and SHREWD's baseline-64 moved from 0.883 to 0.783 query mAP), so a table must not
-depend on how the models were spread over the jobs.
+Every model trains in a fresh process with one torch thread, so a table does not depend on how the
+models were spread over the jobs; `--jobs 2` keeps both cores busy. (Until 2026-12-06 numba's first
+val mAP raised each process to two threads after epoch 1, so two jobs competed for the cores and a
+model's float results depended on what its process had computed before: SHREWD's baseline-64 moved
+from 0.883 to 0.783 query mAP between a fresh and a reused process. `nhl.threads` fixed this.)
 
 `--compose` takes each loss's row from the newest committed-settings table in reports/benchmarks.md
 and appends one table of them all, with the date each row was measured; a row whose hyper-parameters,

@@ -26,6 +26,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from nhl.atomic import write_bytes
+from nhl.threads import within_torch_threads
 
 MISSING_DISTANCE = int(np.iinfo(np.int32).max)
 MAX_BUCKET_BITS = 24  # the funnel's prefix -> ids table has 2**bits entries
@@ -373,6 +374,7 @@ def _funnel_one(
     return np.sort(sortkey)
 
 
+@within_torch_threads
 @numba.njit(parallel=True, cache=True)
 def _funnel_kernel(
     qwords: np.ndarray,

@@ -37,6 +37,7 @@ from nhl.labels import label_form, to_csr
 from nhl.retrieval_inputs import check_inputs
 from nhl.retrieval_inputs import is_torch as _is_torch
 from nhl.retrieval_inputs import to_numpy as _to_numpy
+from nhl.threads import kernel_threads, within_torch_threads
 
 TIES = ("stable", "expected")
 BACKENDS = ("numba", "torch")
@@ -157,6 +158,7 @@ def _width(labels: Any) -> int:
     return int(labels.shape[1])
 
 
+@within_torch_threads
 @numba.njit(parallel=True, cache=True)
 def _stats_kernel(
     qw: np.ndarray,
@@ -376,6 +378,7 @@ def _expected_ap_row(h: np.ndarray, hr: np.ndarray, topk: int) -> float:
     return total / rb if rb > 0 else 0.0
 
 
+@within_torch_threads
 @numba.njit(parallel=True, cache=True)
 def _expected_ap_kernel(hist: np.ndarray, hrel: np.ndarray, topk: int, out: np.ndarray) -> None:
     for q in numba.prange(hist.shape[0]):
@@ -389,7 +392,7 @@ def _stats_numba(qc: Any, rel: _Relevance, dc: Any, bits: int, topk: int, n_at: 
     qw = words(qc)
     dwt = np.ascontiguousarray(words(dc).T)
     nq, nd = qw.shape[0], dwt.shape[1]
-    threads = max(1, min(nq, numba.get_num_threads()))
+    threads = max(1, min(nq, kernel_threads()))
     if bits >= 1 << 16:
         raise ValueError(f"codes: at most {(1 << 16) - 1} bits are supported, got {bits}")
     dist = np.empty((threads, nd), np.uint8 if bits < 256 else np.uint16)

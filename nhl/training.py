@@ -189,14 +189,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch so a CPU run is bit-reproducible from a fresh process.
+    """Seed Python, numpy and torch so a CPU run is bit-reproducible.
 
-    Within one process, float results also depend on what the process computed before: with oneDNN
-    (torch.backends.mkldnn) on, a model trained after another model's val evaluation differs in
-    the 5th digit of its epoch-1 loss from the same model trained first (measured on mnist5k, CSQ
-    baseline-16; with oneDNN off the runs are identical, but training is about 35% slower). So the
-    same command gives the same bits, but a model retrained alone (a selective `dvc repro` of the
-    per-loss stage) can differ at float level from the same model trained after its siblings."""
+    The bits also depend on torch's intra-op thread count (float sums are split across threads).
+    That count used to change mid-run: numba's first parallel kernel (the first val mAP) raised it
+    to all cores, so with OMP_NUM_THREADS=1 a model's epoch 1 ran on one thread and the rest on two,
+    and a model resumed or trained alone in a fresh process differed at float level from the same
+    model trained after an evaluation. `nhl.threads` keeps the count fixed now (measured: CSQ on
+    digits, trained alone or after a DSH model in the same process, gives the same weights at 1
+    and at 2 threads; before, the two differed at 1 thread)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG that third-party code still uses
     torch.manual_seed(seed)

@@ -29,6 +29,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from nhl.losses.centers import hadamard_matrix
+from nhl.threads import within_torch_threads
 
 
 @intrinsic
@@ -42,6 +43,7 @@ def _popcount(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
+@within_torch_threads
 @numba.njit(parallel=True, cache=True)
 def _row_minima(words):
     """For each row i: (min distance to rows j > i, how many j sit at it); C for the last row."""
@@ -62,6 +64,7 @@ def _row_minima(words):
     return low, count
 
 
+@within_torch_threads
 @numba.njit(parallel=True, cache=True)
 def _near_pairs(words, limit, capacity):
     """Row minima as `_row_minima`, plus, per row i, the rows j > i within distance `limit`

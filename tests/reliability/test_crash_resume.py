@@ -105,8 +105,8 @@ def test_sigkilled_training_resumes_to_the_same_weights_and_metrics(tmp_path, di
     )
     watcher = _kill_when(checkpoint, proc, timeout=300)
 
-    # every run in a fresh process: within one process, oneDNN makes float results depend on what the
-    # process computed before (nhl.training.seed_everything), and this worker ran other tests first
+    # every run in a fresh process, as a user runs them (the resumed run skips the straight run's
+    # epoch-1 evaluation: numba's first kernel there used to change torch's thread count, nhl.threads)
     def train(*args: str) -> None:
         done = subprocess.run(
             [sys.executable, str(PIPELINES / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
