@@ -78,6 +78,7 @@ def test_mlflow_models_serve_gives_the_codes_of_nhl_encode(tmp_path, fresh_store
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # mlflow execs `uvicorn`
     server = subprocess.Popen(
         [
             sys.executable,
