@@ -12,6 +12,7 @@ table to reports/benchmarks.md.
     python bench/loss_zoo.py --compose       # no training: one table of every loss from the newest rows
     python bench/loss_zoo.py --released      # the shared train settings and every loss's defaults
     python bench/loss_zoo.py --losses shrewd --seeds 0 1 2   # the spread over seeds (its own table)
+    python bench/loss_zoo.py --losses dhn --lengths 32 64 128  # nested model without the short codes
 
 Every model trains in a fresh process with one torch thread, so a table does not depend on how the
 models were spread over the jobs; `--jobs 2` keeps both cores busy. (Until 2026-12-06 numba's first
@@ -89,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--released",
         action="store_true",
         help="ignore `losses`: every loss at its defaults with the shared train settings",
+    )
+    parser.add_argument(
+        "--lengths",
+        nargs="+",
+        type=int,
+        help="the nested model's lengths instead of train.lengths (must hold 64): which shorter codes cost the "
+        "64-bit one; the table gets its own title",
     )
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (default: %(default)s)")
     parser.add_argument(
@@ -234,7 +242,9 @@ def seed_table(args: argparse.Namespace, section: dict, losses: list[str], setti
     )
     print(markdown_table(headers, rows))
     append_table(
-        f"Loss zoo seed spread on mnist5k: baseline-{BITS} vs {args.variant}, seeds {seeds} (bench/loss_zoo.py)",
+        f"Loss zoo seed spread on mnist5k: baseline-{BITS} vs {args.variant}"
+        + (f" (nested lengths {section['lengths']})" if args.lengths else "")
+        + f", seeds {seeds} (bench/loss_zoo.py)",
         headers,
         rows,
         notes=notes,
@@ -255,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 
     params = yaml.safe_load(args.params.read_text())
     section = dict(params["train"])
+    if args.lengths:
+        section["lengths"] = sorted(set(args.lengths))
     if BITS not in section["lengths"]:
-        print(f"loss_zoo: train.lengths {section['lengths']} lacks {BITS}", file=sys.stderr)
+        print(f"loss_zoo: lengths {section['lengths']} lack {BITS}", file=sys.stderr)
         return 2
     losses = args.losses or list_losses()
     if args.compose:
@@ -323,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     title = f"Loss zoo on mnist5k at committed settings: baseline-{BITS} vs {args.variant} (bench/loss_zoo.py)"
     if args.released:
         title = title.replace("committed settings", "released defaults")
+    if args.lengths:  # not a committed-settings table: --compose must not pick its rows
+        title = title.replace("at committed settings", f"with nested lengths {section['lengths']}")
     print(markdown_table(headers, rows))
     append_table(title, headers, rows, notes=notes)
     return 0

@@ -106,3 +106,14 @@ def test_seed_table_gives_mean_sd_and_paired_gaps_per_loss(zoo, tmp_path):
         "10 / 11 / 12",
     ]
     assert "seeds 0, 1, 2" in report.read_text()
+
+
+def test_compose_skips_a_table_of_other_nested_lengths(zoo, tmp_path):
+    """A `--lengths` table (another nested model) is newer but is not a committed-settings measurement."""
+    other = NEW.replace("at committed settings", "with nested lengths [32, 64, 128]").replace("day 2", "day 3")
+    other = other.replace("| a | m=2 | 0.001 | 8 | 0.900 | 0.920 |", "| a | m=2 | 0.001 | 8 | 0.900 | 0.990 |")
+    code, text = run(zoo, tmp_path, OLD + NEW + other)
+    assert code == 0
+    composed = text.split("(composed, 2 losses)")[1]
+    assert "| a | m=2 | 0.001 | 8 | 0.900 | 0.920 | +0.020 | 5 / 7 | yes | day 2 |" in composed
+    assert "0.990" not in composed
