@@ -72,8 +72,13 @@ class SHREWDLoss(HashLoss):
     split): 0.5 gives val mAP@64 0.437 / 0.644 / 0.661 / 0.746 / 0.738 / 0.761 / 0.798 / 0.803 over
     epochs 1-8 (and 0.713 query mAP in bench/loss_zoo.py, best epoch 3 of 6), tanh(1) / 2 = 0.38
     gives 0.521 / 0.709 / 0.672 / 0.775 / 0.764 / 0.787 / 0.763 / 0.880: ahead at 7 of 8 epochs,
-    best 0.880 against 0.803 (one seed each; still rising, hence 12 epochs in params.yaml). kl_weight 0
-    is worse (val 0.547 at best over 8 epochs at 0.5): the KL term's spread helps.
+    best 0.880 against 0.803 (one seed each; still rising). kl_weight 0 is worse (val 0.547 at best
+    over 8 epochs at 0.5): the KL term's spread helps. params.yaml trains it at lr 3e-4 for 18 epochs
+    without early stopping (val 0.892; lr 1e-3 0.888, 3e-3 0.792: reports/tuning/shrewd.md). It is the
+    zoo's least stable loss (query mAP@64 over seeds 0-2: 0.822 +- 0.051), and its nested model loses
+    7 points at 64 bits to its 8- and 16-bit terms (0.748 with every length, 0.819 with 32/64/128
+    only; bench/loss_zoo.py --lengths, 2026-12-06): short codes cannot meet the pairwise distance
+    targets, and their pull on the shared leading units is inherited by the long code.
 
     Hyper-parameters: hierarchy (a shipped name such as "digits", "cifar10", "cifar100", a YAML path,
     or a `Hierarchy`; None: the flat hierarchy, every pair of different classes at distance 1),
