@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.report_only:  # the report covers the whole plan; --cells only limits what runs
             failed, baseline = run_and_collect(chosen, prefix, args.runs_dir, args.force, args.no_run, args.rev)
         command = f"python pipelines/claims.py --params {args.params}" + (f" --tier {args.tier}" if args.tier else "")
+        stem = report_stem(args.tier)
+        if (args.out, args.out_dir) != (stem.with_suffix(".md"), stem):  # a tier's report written elsewhere
+            command += f" --out {args.out} --out-dir {args.out_dir}"
         settings = {
             name: (body or {}).get("overrides") or {}
             for name, body in experiment["settings"].items()
