@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numba
@@ -25,19 +26,27 @@ import numba
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@contextmanager
+def _torch_count_kept() -> Iterator[int | None]:
+    """Yields torch's intra-op thread count (None without torch) and puts it back on exit."""
+    torch = sys.modules.get("torch")
+    threads = None if torch is None else int(torch.get_num_threads())
+    try:
+        yield threads
+    finally:
+        if torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def kernel_threads() -> int:
     """The threads a parallel kernel may use now: torch's intra-op count, at most numba's pool.
 
     Starts numba's pool (numba.get_num_threads() and set_num_threads() both do) and puts torch's
     count back if the start changed it; call this, not numba.get_num_threads(), before a kernel."""
-    torch = sys.modules.get("torch")
-    if torch is None:
+    with _torch_count_kept() as threads:
+        if threads is not None:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         return int(numba.get_num_threads())
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return int(numba.get_num_threads())
 
 
 def within_torch_threads(kernel: F) -> F:
@@ -46,15 +55,8 @@ def within_torch_threads(kernel: F) -> F:
 
     @functools.wraps(kernel)
     def run(*args: Any, **kwargs: Any) -> Any:
-        torch = sys.modules.get("torch")
-        if torch is None:
+        with _torch_count_kept():
+            kernel_threads()
             return kernel(*args, **kwargs)
-        threads = torch.get_num_threads()
-        kernel_threads()
-        try:
-            return kernel(*args, **kwargs)
-        finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
 
     return run  # type: ignore[return-value]
